@@ -1,0 +1,465 @@
+//! Runtime knobs: the machinery behind every SUT service's `/config`.
+//!
+//! A service declares its knobs once as a [`ConfigSpec`] (name, type, range, default,
+//! description) and a typed struct that deserializes from the validated values. The
+//! [`ConfigStore`] then answers `GET` (values and a JSON Schema), `PATCH` (partial update),
+//! `PUT` (replace; absent knobs take their defaults) and `DELETE` (reset). An update is validated
+//! whole before anything changes, so a bad value is rejected with the field named and the
+//! previous configuration stays in force. Every accepted change is logged and counted.
+
+use std::sync::{Arc, RwLock};
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value, json};
+use tokio::sync::watch;
+
+/// The type and range of one knob.
+#[derive(Debug, Clone)]
+pub enum KnobKind {
+    /// A whole number in `min..=max`.
+    Integer {
+        /// Smallest accepted value.
+        min: i64,
+        /// Largest accepted value.
+        max: i64,
+    },
+    /// A number in `min..=max`.
+    Number {
+        /// Smallest accepted value.
+        min: f64,
+        /// Largest accepted value.
+        max: f64,
+    },
+    /// One of a fixed set of strings.
+    Enum(&'static [&'static str]),
+    /// Free text of at most `max_len` characters (e.g. a version label).
+    Text {
+        /// Longest accepted length in characters.
+        max_len: usize,
+    },
+    /// `true` or `false`.
+    Boolean,
+}
+
+/// One runtime knob: what a learner can change on a running service.
+#[derive(Debug, Clone)]
+pub struct Knob {
+    /// The field name in `/config`.
+    pub name: &'static str,
+    /// Type and range.
+    pub kind: KnobKind,
+    /// The value after start-up and after `DELETE /config`.
+    pub default: Value,
+    /// What the knob does, for the schema and the control panel.
+    pub description: &'static str,
+}
+
+impl Knob {
+    /// An integer knob.
+    pub fn integer(name: &'static str, min: i64, max: i64, default: i64, description: &'static str) -> Self {
+        Self {
+            name,
+            kind: KnobKind::Integer { min, max },
+            default: json!(default),
+            description,
+        }
+    }
+
+    /// A number knob.
+    pub fn number(name: &'static str, min: f64, max: f64, default: f64, description: &'static str) -> Self {
+        Self {
+            name,
+            kind: KnobKind::Number { min, max },
+            default: json!(default),
+            description,
+        }
+    }
+
+    /// A knob taking one of `values`.
+    pub fn one_of(
+        name: &'static str,
+        values: &'static [&'static str],
+        default: &'static str,
+        description: &'static str,
+    ) -> Self {
+        Self {
+            name,
+            kind: KnobKind::Enum(values),
+            default: json!(default),
+            description,
+        }
+    }
+
+    /// A free-text knob.
+    pub fn text(name: &'static str, max_len: usize, default: &str, description: &'static str) -> Self {
+        Self {
+            name,
+            kind: KnobKind::Text { max_len },
+            default: json!(default),
+            description,
+        }
+    }
+
+    /// A boolean knob.
+    pub fn boolean(name: &'static str, default: bool, description: &'static str) -> Self {
+        Self {
+            name,
+            kind: KnobKind::Boolean,
+            default: json!(default),
+            description,
+        }
+    }
+
+    /// Checks one value against the knob's type and range; the error says what was expected and
+    /// what was found.
+    fn check(&self, value: &Value) -> Result<(), ConfigError> {
+        let fail = |expected: String| ConfigError::Invalid {
+            field: self.name.to_owned(),
+            message: format!("expected {expected}, found {}", describe(value)),
+        };
+        match &self.kind {
+            KnobKind::Integer { min, max } => match value.as_i64() {
+                Some(v) if (*min..=*max).contains(&v) => Ok(()),
+                _ => Err(fail(format!("an integer from {min} to {max}"))),
+            },
+            KnobKind::Number { min, max } => match value.as_f64() {
+                Some(v) if v >= *min && v <= *max => Ok(()),
+                _ => Err(fail(format!("a number from {min} to {max}"))),
+            },
+            KnobKind::Enum(values) => match value.as_str() {
+                Some(v) if values.contains(&v) => Ok(()),
+                _ => Err(fail(format!("one of {}", values.join(", ")))),
+            },
+            KnobKind::Text { max_len } => match value.as_str() {
+                Some(v) if !v.is_empty() && v.chars().count() <= *max_len => Ok(()),
+                _ => Err(fail(format!("a non-empty string of at most {max_len} characters"))),
+            },
+            KnobKind::Boolean => match value {
+                Value::Bool(_) => Ok(()),
+                _ => Err(fail("true or false".to_owned())),
+            },
+        }
+    }
+
+    fn schema(&self) -> Value {
+        let mut schema = match &self.kind {
+            KnobKind::Integer { min, max } => json!({"type": "integer", "minimum": min, "maximum": max}),
+            KnobKind::Number { min, max } => json!({"type": "number", "minimum": min, "maximum": max}),
+            KnobKind::Enum(values) => json!({"type": "string", "enum": values}),
+            KnobKind::Text { max_len } => json!({"type": "string", "minLength": 1, "maxLength": max_len}),
+            KnobKind::Boolean => json!({"type": "boolean"}),
+        };
+        schema["default"] = self.default.clone();
+        schema["description"] = json!(self.description);
+        schema
+    }
+}
+
+fn describe(value: &Value) -> String {
+    let text = value.to_string();
+    if text.len() > 64 {
+        format!("{}…", &text[..64])
+    } else {
+        text
+    }
+}
+
+/// The declared knobs of one service.
+#[derive(Debug, Clone)]
+pub struct ConfigSpec {
+    /// The service name (`gateway`, `orders`, `worker`).
+    pub service: &'static str,
+    /// The knobs, in the order they are documented.
+    pub knobs: Vec<Knob>,
+}
+
+impl ConfigSpec {
+    /// The default values of every knob.
+    pub fn defaults(&self) -> Map<String, Value> {
+        self.knobs
+            .iter()
+            .map(|k| (k.name.to_owned(), k.default.clone()))
+            .collect()
+    }
+
+    /// The JSON Schema (draft 2020-12) of the whole configuration.
+    pub fn json_schema(&self) -> Value {
+        let properties: Map<String, Value> = self.knobs.iter().map(|k| (k.name.to_owned(), k.schema())).collect();
+        json!({
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "title": format!("{} runtime configuration", self.service),
+            "type": "object",
+            "additionalProperties": false,
+            "properties": properties,
+        })
+    }
+
+    /// Validates a partial update: every field must be a known knob with a valid value.
+    fn check_update(&self, update: &Value) -> Result<Map<String, Value>, ConfigError> {
+        let Value::Object(fields) = update else {
+            return Err(ConfigError::NotAnObject {
+                found: describe(update),
+            });
+        };
+        for (name, value) in fields {
+            let knob = self
+                .knobs
+                .iter()
+                .find(|k| k.name == name)
+                .ok_or_else(|| ConfigError::Invalid {
+                    field: name.clone(),
+                    message: format!(
+                        "unknown field; the knobs of {} are: {}",
+                        self.service,
+                        self.knobs.iter().map(|k| k.name).collect::<Vec<_>>().join(", ")
+                    ),
+                })?;
+            knob.check(value)?;
+        }
+        Ok(fields.clone())
+    }
+}
+
+/// Why an update was rejected. Nothing changed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The body was not a JSON object.
+    #[error("the configuration must be a JSON object, found {found}")]
+    NotAnObject {
+        /// What was sent instead.
+        found: String,
+    },
+    /// One field is unknown or has a bad value.
+    #[error("{field}: {message}")]
+    Invalid {
+        /// The offending field.
+        field: String,
+        /// What was expected and what was found.
+        message: String,
+    },
+}
+
+impl ConfigError {
+    /// The field the error is about, if it is about one.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            ConfigError::NotAnObject { .. } => None,
+            ConfigError::Invalid { field, .. } => Some(field),
+        }
+    }
+}
+
+/// How an update combines with the current values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpdateMode {
+    /// `PATCH`: only the given knobs change.
+    Merge,
+    /// `PUT`: the given knobs are the whole configuration; absent ones take their defaults.
+    Replace,
+}
+
+/// The live configuration of one service: current values, typed, with change notification.
+pub struct ConfigStore<T> {
+    spec: ConfigSpec,
+    state: RwLock<State<T>>,
+    sender: watch::Sender<Arc<T>>,
+    changes: Counter,
+}
+
+struct State<T> {
+    values: Map<String, Value>,
+    typed: Arc<T>,
+}
+
+impl<T> ConfigStore<T>
+where
+    T: DeserializeOwned + Serialize + Send + Sync + 'static,
+{
+    /// Builds the store at the defaults, overridden by `initial` (e.g. from command-line flags),
+    /// and registers `config_changes_total` in `registry`.
+    pub fn new(spec: ConfigSpec, initial: Value, registry: &mut Registry) -> Result<Arc<Self>, ConfigError> {
+        let mut values = spec.defaults();
+        values.extend(spec.check_update(&initial)?);
+        let typed = Arc::new(to_typed::<T>(&values)?);
+        let (sender, _) = watch::channel(typed.clone());
+        let changes = Counter::default();
+        registry.register(
+            "config_changes",
+            "Accepted changes of the runtime configuration (/config)",
+            changes.clone(),
+        );
+        Ok(Arc::new(Self {
+            spec,
+            state: RwLock::new(State { values, typed }),
+            sender,
+            changes,
+        }))
+    }
+
+    /// The declared knobs.
+    pub fn spec(&self) -> &ConfigSpec {
+        &self.spec
+    }
+
+    /// The current configuration.
+    pub fn current(&self) -> Arc<T> {
+        self.read().typed.clone()
+    }
+
+    /// A receiver that sees every accepted change.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<T>> {
+        self.sender.subscribe()
+    }
+
+    /// `GET /config`: the service, its values and the schema of every knob.
+    pub fn document(&self) -> Value {
+        json!({
+            "service": self.spec.service,
+            "values": Value::Object(self.read().values.clone()),
+            "schema": self.spec.json_schema(),
+        })
+    }
+
+    /// Applies an update atomically, or rejects it whole. Returns the changed knobs.
+    pub fn update(&self, body: &Value, mode: UpdateMode) -> Result<Map<String, Value>, ConfigError> {
+        let fields = self.spec.check_update(body)?;
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        let mut next = match mode {
+            UpdateMode::Merge => state.values.clone(),
+            UpdateMode::Replace => self.spec.defaults(),
+        };
+        next.extend(fields);
+        Ok(self.commit(&mut state, next)?)
+    }
+
+    /// `DELETE /config`: every knob back to its default. Returns the changed knobs.
+    pub fn reset(&self) -> Map<String, Value> {
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        // The defaults were valid at construction, so this cannot fail; an error would be a bug in
+        // the spec, and leaving the old values in place is the safe answer to it.
+        self.commit(&mut state, self.spec.defaults()).unwrap_or_default()
+    }
+
+    fn commit(&self, state: &mut State<T>, next: Map<String, Value>) -> Result<Map<String, Value>, ConfigError> {
+        let typed = Arc::new(to_typed::<T>(&next)?);
+        let changed: Map<String, Value> = next
+            .iter()
+            .filter(|(k, v)| state.values.get(*k) != Some(*v))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        state.values = next;
+        state.typed = typed.clone();
+        if !changed.is_empty() {
+            self.changes.inc();
+            tracing::info!(
+                service = self.spec.service,
+                changed = %serde_json::Value::Object(changed.clone()),
+                "Config changed."
+            );
+            self.sender.send_replace(typed);
+        }
+        Ok(changed)
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State<T>> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn to_typed<T: DeserializeOwned>(values: &Map<String, Value>) -> Result<T, ConfigError> {
+    serde_json::from_value(Value::Object(values.clone())).map_err(|e| ConfigError::Invalid {
+        field: "(configuration)".to_owned(),
+        message: format!("does not fit the service's settings: {e}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Serialize, Deserialize, PartialEq)]
+    struct Demo {
+        pool: i64,
+        rate: f64,
+        mode: String,
+        version: String,
+        on: bool,
+    }
+
+    fn store() -> Arc<ConfigStore<Demo>> {
+        let spec = ConfigSpec {
+            service: "demo",
+            knobs: vec![
+                Knob::integer("pool", 1, 10, 4, "pool size"),
+                Knob::number("rate", 0.0, 1.0, 0.0, "error rate"),
+                Knob::one_of("mode", &["a", "b"], "a", "mode"),
+                Knob::text("version", 8, "v1", "version label"),
+                Knob::boolean("on", true, "switch"),
+            ],
+        };
+        ConfigStore::new(spec, json!({}), &mut Registry::default()).unwrap()
+    }
+
+    fn check_rejected(body: Value, field: Option<&str>, fragment: &str) {
+        let store = store();
+        let before = store.document();
+        let err = store.update(&body, UpdateMode::Merge).unwrap_err();
+        assert_eq!(err.field(), field, "{err}");
+        assert!(err.to_string().contains(fragment), "{err} should mention {fragment}");
+        assert_eq!(store.document(), before, "a rejected update must change nothing");
+    }
+
+    #[test]
+    fn rejects_bad_updates_whole() {
+        check_rejected(json!({"pool": "4"}), Some("pool"), "an integer from 1 to 10");
+        check_rejected(json!({"pool": 11}), Some("pool"), "found 11");
+        check_rejected(json!({"pool": 2.5}), Some("pool"), "integer");
+        check_rejected(json!({"rate": 1.5}), Some("rate"), "a number from 0 to 1");
+        check_rejected(json!({"mode": "c"}), Some("mode"), "one of a, b");
+        check_rejected(json!({"version": ""}), Some("version"), "non-empty");
+        check_rejected(json!({"on": 1}), Some("on"), "true or false");
+        check_rejected(json!({"nope": 1}), Some("nope"), "unknown field");
+        // A valid field beside an invalid one must not be applied either.
+        check_rejected(json!({"pool": 5, "rate": 7}), Some("rate"), "number");
+        check_rejected(json!([1]), None, "JSON object");
+    }
+
+    #[test]
+    fn patch_put_and_reset() {
+        let store = store();
+        let mut rx = store.subscribe();
+        let changed = store
+            .update(&json!({"pool": 7, "mode": "b"}), UpdateMode::Merge)
+            .unwrap();
+        assert_eq!(changed.len(), 2);
+        assert!(rx.has_changed().unwrap());
+        assert_eq!(rx.borrow_and_update().pool, 7);
+        assert_eq!(store.current().mode, "b");
+
+        store.update(&json!({"rate": 0.5}), UpdateMode::Replace).unwrap();
+        let current = store.current();
+        assert_eq!((current.pool, current.rate, current.mode.as_str()), (4, 0.5, "a"));
+
+        store.reset();
+        assert_eq!(store.current().rate, 0.0);
+        assert_eq!(store.changes.get(), 3);
+        // An update that changes nothing is not counted.
+        store.update(&json!({"pool": 4}), UpdateMode::Merge).unwrap();
+        assert_eq!(store.changes.get(), 3);
+    }
+
+    #[test]
+    fn schema_names_type_range_default_and_description() {
+        let schema = store().document()["schema"].clone();
+        assert_eq!(schema["additionalProperties"], json!(false));
+        assert_eq!(
+            schema["properties"]["pool"],
+            json!({"type": "integer", "minimum": 1, "maximum": 10, "default": 4, "description": "pool size"})
+        );
+        assert_eq!(schema["properties"]["mode"]["enum"], json!(["a", "b"]));
+    }
+}

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The test command: provides the services the tests need, then runs every check CI runs.
+# Usage: scripts/test.sh            (from anywhere inside the repository)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '\n==> %s\n' "$*"; }
+
+# --- PostgreSQL: the integration tests run against a real server (DATABASE_URL or 127.0.0.1:5432).
+pg_url="${OBSERVASTACK_TEST_PG:-postgres://postgres@127.0.0.1:5432/postgres}"
+pg_ready() { command -v pg_isready >/dev/null && pg_isready -q -d "$pg_url"; }
+if ! pg_ready; then
+  say "PostgreSQL does not answer at $pg_url; trying to start or install it"
+  if [ "$(id -u)" = 0 ]; then
+    if ! command -v pg_ctlcluster >/dev/null; then
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+    fi
+    ver=$(ls /etc/postgresql 2>/dev/null | sort -V | tail -n1)
+    [ -n "$ver" ] && pg_ctlcluster --skip-systemctl-redirect "$ver" main start || true
+    # Trust auth on loopback, as the tests expect (a fresh Debian cluster uses scram for TCP).
+    for _ in $(seq 1 20); do pg_ready && break; sleep 0.5; done
+  fi
+  if ! pg_ready; then
+    echo "error: the tests need PostgreSQL at $pg_url (user postgres, trust auth)." >&2
+    echo "Start one with:  sudo apt-get install -y postgresql && sudo pg_ctlcluster \$(ls /etc/postgresql) main start" >&2
+    echo "or point OBSERVASTACK_TEST_PG at a server you have." >&2
+    exit 1
+  fi
+fi
+export OBSERVASTACK_TEST_PG="$pg_url"
+
+say "rustfmt and clippy"
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+say "tests"
+cargo test --workspace --locked
