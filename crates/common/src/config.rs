@@ -332,7 +332,7 @@ where
             UpdateMode::Replace => self.spec.defaults(),
         };
         next.extend(fields);
-        Ok(self.commit(&mut state, next)?)
+        self.commit(&mut state, next)
     }
 
     /// `DELETE /config`: every knob back to its default. Returns the changed knobs.

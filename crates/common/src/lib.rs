@@ -20,8 +20,6 @@ pub mod json_log;
 pub mod propagation;
 pub mod telemetry;
 
-use std::future::Future;
-
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -33,22 +31,20 @@ pub async fn serve(listener: TcpListener, router: axum::Router, shutdown: Cancel
 }
 
 /// Resolves when the process receives SIGTERM or SIGINT (Ctrl-C).
-pub fn shutdown_signal() -> impl Future<Output = ()> {
-    async {
-        use tokio::signal::unix::{SignalKind, signal};
-        let term = signal(SignalKind::terminate());
-        let int = signal(SignalKind::interrupt());
-        match (term, int) {
-            (Ok(mut term), Ok(mut int)) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = int.recv() => {}
-                }
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
             }
-            // Without signal handlers the process can still be stopped by the default action of
-            // the signal, so waiting forever is the correct fallback.
-            _ => std::future::pending::<()>().await,
         }
+        // Without signal handlers the process can still be stopped by the default action of
+        // the signal, so waiting forever is the correct fallback.
+        _ => std::future::pending::<()>().await,
     }
 }
 
