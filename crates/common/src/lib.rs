@@ -67,3 +67,14 @@ pub fn now_millis() -> i64 {
         .map(|d| d.as_millis() as i64)
         .unwrap_or_default()
 }
+
+/// Binds a listener, turning "address in use" into an error that names the flag to change.
+pub async fn bind(addr: std::net::SocketAddr, flag: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            anyhow::anyhow!("port {} is in use ({addr}); choose another with {flag}", addr.port())
+        } else {
+            anyhow::anyhow!("failed to listen on {addr} ({flag}): {e}")
+        }
+    })
+}

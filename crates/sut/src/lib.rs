@@ -1,0 +1,190 @@
+//! The system under test: a small shop that degrades the way production systems do.
+//!
+//! Three services, each its own OS process (`observastack sut gateway|orders|worker`):
+//!
+//! - [`gateway`]: the user path. An HTML shop page and a JSON API, calling the orders service
+//!   through a bounded connection pool with timeout and retry knobs.
+//! - [`orders`]: the business logic on a database pool ([`db`]), with the worker-pool limit
+//!   ([`limiter`]), the `process_business_data` CPU work ([`business`]), query plans and
+//!   injected faults as knobs.
+//! - [`worker`]: drains the fulfilment queue kept in the database.
+//!
+//! Every service has an admin listener (secure path) with `/config`, `/metrics`, `/healthz` and
+//! `/readyz`, built from `observastack_common`. A service is started by its `start(args,
+//! shutdown)` function, which binds its listeners, returns once it is ready, and reports the
+//! bound addresses in [`Running`]; tests start them on port 0.
+
+pub mod business;
+pub mod db;
+pub mod gateway;
+pub mod limiter;
+pub mod orders;
+pub mod worker;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use observastack_common::config::ConfigStore;
+use observastack_common::http::{Readiness, check_secure_bind, config_routes, health_routes, require_token};
+
+/// Options every SUT service shares.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ServiceArgs {
+    /// Bearer token required on /config; mandatory when the admin listener is not on loopback.
+    #[arg(long, env = "OBSERVASTACK_ADMIN_TOKEN")]
+    pub admin_token: Option<String>,
+    /// OTLP/HTTP base URL to export traces to (e.g. http://127.0.0.1:4318); none: no export.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// Initial knob values as a JSON object, validated like `PATCH /config`.
+    #[arg(long, value_name = "JSON")]
+    pub config: Option<String>,
+}
+
+impl ServiceArgs {
+    /// The `--config` object, or an empty one.
+    pub fn initial_config(&self) -> anyhow::Result<serde_json::Value> {
+        match &self.config {
+            None => Ok(serde_json::json!({})),
+            Some(text) => serde_json::from_str(text).context("--config is not valid JSON"),
+        }
+    }
+}
+
+/// A started service: where it listens and the tasks serving it.
+pub struct Running {
+    /// The service name.
+    pub service: &'static str,
+    /// The API (gateway: user path) listener, if the service has one.
+    pub addr: Option<SocketAddr>,
+    /// The admin listener.
+    pub admin_addr: SocketAddr,
+    tasks: Vec<JoinHandle<std::io::Result<()>>>,
+}
+
+impl Running {
+    /// Binds and serves the admin listener: `/config` (token-guarded), `/metrics`, `/healthz`,
+    /// `/readyz`.
+    pub(crate) async fn start_admin<T>(
+        service: &'static str,
+        args: &ServiceArgs,
+        admin: &AdminAddr,
+        config: Arc<ConfigStore<T>>,
+        registry: Registry,
+        readiness: Readiness,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self>
+    where
+        T: DeserializeOwned + Serialize + Send + Sync + 'static,
+    {
+        check_secure_bind(&admin.0, args.admin_token.as_deref())?;
+        let listener = observastack_common::bind(admin.0, "--admin-listen").await?;
+        let router = require_token(config_routes(config), args.admin_token.clone()).merge(health_routes(
+            service,
+            Arc::new(registry),
+            readiness,
+        ));
+        let mut running = Self {
+            service,
+            addr: None,
+            admin_addr: listener.local_addr()?,
+            tasks: Vec::new(),
+        };
+        running.spawn(listener, router, shutdown);
+        Ok(running)
+    }
+
+    /// Serves the service's API on `listener`.
+    pub(crate) fn serve(
+        &mut self,
+        listener: TcpListener,
+        router: axum::Router,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
+        self.addr = Some(listener.local_addr()?);
+        self.spawn(listener, router, shutdown);
+        Ok(())
+    }
+
+    /// Keeps a background task that must finish before the service counts as stopped.
+    pub(crate) fn track(&mut self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.tasks.push(tokio::spawn(async move {
+            task.await;
+            Ok(())
+        }));
+    }
+
+    fn spawn(&mut self, listener: TcpListener, router: axum::Router, shutdown: CancellationToken) {
+        self.tasks
+            .push(tokio::spawn(observastack_common::serve(listener, router, shutdown)));
+    }
+
+    /// Logs the one line that says the service is up and where (`"message": "Ready."`, with
+    /// `admin` and, for services with an API, `api`); `up` and the tests wait for it.
+    pub(crate) fn announce(&self) {
+        match self.addr {
+            Some(api) => tracing::info!(service = self.service, admin = %self.admin_addr, api = %api, "Ready."),
+            None => tracing::info!(service = self.service, admin = %self.admin_addr, "Ready."),
+        }
+    }
+
+    /// Runs until the shutdown token is cancelled and every listener has drained.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        for task in self.tasks {
+            task.await
+                .context("a listener task panicked")?
+                .context("a listener failed")?;
+        }
+        Ok(())
+    }
+}
+
+/// The admin listener's address (a newtype so it is never confused with the API's).
+#[derive(Debug, Clone, Copy)]
+pub struct AdminAddr(pub SocketAddr);
+
+/// `observastack sut <service>`.
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum SutCommand {
+    /// The gateway: the shop's user path (HTML page and JSON API).
+    Gateway(gateway::GatewayArgs),
+    /// The orders service: business logic on the database.
+    Orders(orders::OrdersArgs),
+    /// The fulfilment worker: drains the job queue.
+    Worker(worker::WorkerArgs),
+}
+
+/// Runs one SUT service until SIGTERM or Ctrl-C.
+pub async fn run_cli(command: SutCommand) -> anyhow::Result<()> {
+    let (name, common) = match &command {
+        SutCommand::Gateway(a) => ("gateway", &a.common),
+        SutCommand::Orders(a) => ("orders", &a.common),
+        SutCommand::Worker(a) => ("worker", &a.common),
+    };
+    let _telemetry =
+        observastack_common::telemetry::init(name, env!("CARGO_PKG_VERSION"), common.otlp_endpoint.as_deref())?;
+    let shutdown = observastack_common::shutdown_token();
+    let running = match command {
+        SutCommand::Gateway(args) => gateway::start(args, shutdown.clone()).await,
+        SutCommand::Orders(args) => orders::start(args, shutdown.clone()).await,
+        SutCommand::Worker(args) => worker::start(args, shutdown.clone()).await,
+    };
+    let running = match running {
+        Ok(r) => r,
+        Err(error) => {
+            tracing::error!(error = %format!("{error:#}"), "Failed to start.");
+            return Err(error);
+        }
+    };
+    running.wait().await?;
+    tracing::info!("Stopped.");
+    Ok(())
+}

@@ -1,0 +1,710 @@
+//! The orders service: the shop's business logic on a database pool.
+//!
+//! Its API (called by the gateway) runs every request through the worker pool (the
+//! `concurrency_limit` knob), then the injected faults, then the handler. The knobs are the
+//! failure surface of the CPU-regression, worker-pool, connection-pool and slow-query scenarios.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use observastack_common::config::{ConfigSpec, ConfigStore, Knob};
+use observastack_common::http::{
+    HttpMetrics, Instrumentation, LatencyHistogram, Readiness, TraceExemplar, VersionLabel, VersionOnly,
+    error_response, instrumented, latency_histogram,
+};
+
+use crate::business::{Algorithm, process_business_data};
+use crate::db::{self, Database, DbError, NewLine, PlaceError, QueryCount, QueryMode};
+use crate::limiter::Limiter;
+use crate::{AdminAddr, Running, ServiceArgs};
+
+/// The orders service's knobs, as `/config` holds them.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct OrdersConfig {
+    /// Requests processed at once (the worker pool); the rest queue.
+    pub concurrency_limit: i64,
+    /// Database connections in the pool.
+    pub db_pool_size: i64,
+    /// How long a request waits for a free connection before failing with 503.
+    pub db_acquire_timeout_ms: i64,
+    /// `process_business_data` implementation.
+    pub algorithm: Algorithm,
+    /// How order reads are planned.
+    pub query_mode: QueryMode,
+    /// Extra latency added to every API request, in ms.
+    pub injected_latency_ms: i64,
+    /// Fraction of API requests failed with 500 on purpose.
+    pub error_rate: f64,
+    /// The version label on every metric.
+    pub version: String,
+}
+
+/// The declared knobs of the orders service.
+pub fn config_spec() -> ConfigSpec {
+    ConfigSpec {
+        service: "orders",
+        knobs: vec![
+            Knob::integer(
+                "concurrency_limit",
+                1,
+                1024,
+                64,
+                "Requests processed at once (the worker pool); the rest wait in a queue.",
+            ),
+            Knob::integer("db_pool_size", 1, 100, 10, "Database connections in the pool."),
+            Knob::integer(
+                "db_acquire_timeout_ms",
+                10,
+                60_000,
+                3000,
+                "How long a request waits for a free database connection before failing with 503.",
+            ),
+            Knob::one_of(
+                "algorithm",
+                &["v1", "v2"],
+                "v1",
+                "process_business_data implementation: v1 sorts once (O(n log n)); v2 is the quadratic regression.",
+            ),
+            Knob::one_of(
+                "query_mode",
+                &["indexed", "full_scan", "n_plus_one"],
+                "indexed",
+                "How order reads query the database: with indexes, by full table scans, or one query per related row (N+1).",
+            ),
+            Knob::integer(
+                "injected_latency_ms",
+                0,
+                60_000,
+                0,
+                "Extra latency added to every API request, holding its worker slot.",
+            ),
+            Knob::number(
+                "error_rate",
+                0.0,
+                1.0,
+                0.0,
+                "Fraction of API requests that fail with 500 on purpose.",
+            ),
+            Knob::text(
+                "version",
+                64,
+                "1.0.0",
+                "The deployed version, put on every metric's version label.",
+            ),
+        ],
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueryLabels {
+    version: String,
+    query: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AlgorithmLabels {
+    version: String,
+    algorithm: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolStateLabels {
+    version: String,
+    state: String,
+}
+
+/// The orders service's own metrics (besides the HTTP ones).
+#[derive(Clone)]
+struct OrdersMetrics {
+    concurrency_limit: Family<VersionOnly, Gauge>,
+    concurrency_in_use: Family<VersionOnly, Gauge>,
+    concurrency_queued: Family<VersionOnly, Gauge>,
+    concurrency_wait: Family<VersionOnly, LatencyHistogram, fn() -> LatencyHistogram>,
+    db_pool_max: Family<VersionOnly, Gauge>,
+    db_pool_connections: Family<PoolStateLabels, Gauge>,
+    db_pool_wait: Family<VersionOnly, LatencyHistogram, fn() -> LatencyHistogram>,
+    db_pool_timeouts: Family<VersionOnly, Counter>,
+    db_queries_per_request: Family<QueryLabels, Histogram, fn() -> Histogram>,
+    process_duration: Family<AlgorithmLabels, LatencyHistogram, fn() -> LatencyHistogram>,
+    injected_errors: Family<VersionOnly, Counter>,
+}
+
+fn queries_histogram() -> Histogram {
+    Histogram::new([1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0, 34.0, 55.0])
+}
+
+impl OrdersMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let m = Self {
+            concurrency_limit: Family::default(),
+            concurrency_in_use: Family::default(),
+            concurrency_queued: Family::default(),
+            concurrency_wait: Family::new_with_constructor(latency_histogram as fn() -> LatencyHistogram),
+            db_pool_max: Family::default(),
+            db_pool_connections: Family::default(),
+            db_pool_wait: Family::new_with_constructor(latency_histogram as fn() -> LatencyHistogram),
+            db_pool_timeouts: Family::default(),
+            db_queries_per_request: Family::new_with_constructor(queries_histogram as fn() -> Histogram),
+            process_duration: Family::new_with_constructor(latency_histogram as fn() -> LatencyHistogram),
+            injected_errors: Family::default(),
+        };
+        registry.register(
+            "orders_concurrency_limit",
+            "Requests the worker pool processes at once (concurrency_limit knob)",
+            m.concurrency_limit.clone(),
+        );
+        registry.register(
+            "orders_concurrency_in_use",
+            "Worker pool slots busy now",
+            m.concurrency_in_use.clone(),
+        );
+        registry.register(
+            "orders_concurrency_queued",
+            "Requests waiting for a worker pool slot now",
+            m.concurrency_queued.clone(),
+        );
+        registry.register(
+            "orders_concurrency_wait_seconds",
+            "Time requests waited for a worker pool slot",
+            m.concurrency_wait.clone(),
+        );
+        registry.register(
+            "orders_db_pool_max_connections",
+            "Size of the database pool (db_pool_size knob)",
+            m.db_pool_max.clone(),
+        );
+        registry.register(
+            "orders_db_pool_connections",
+            "Open database connections by state (in_use, idle)",
+            m.db_pool_connections.clone(),
+        );
+        registry.register(
+            "orders_db_pool_wait_seconds",
+            "Time requests waited for a database connection",
+            m.db_pool_wait.clone(),
+        );
+        registry.register(
+            "orders_db_pool_timeouts",
+            "Requests that found no free database connection in time",
+            m.db_pool_timeouts.clone(),
+        );
+        registry.register(
+            "orders_db_queries_per_request",
+            "SQL statements one request ran",
+            m.db_queries_per_request.clone(),
+        );
+        registry.register(
+            "orders_process_duration_seconds",
+            "CPU time of one process_business_data call",
+            m.process_duration.clone(),
+        );
+        registry.register(
+            "orders_injected_errors",
+            "Requests failed on purpose (error_rate knob)",
+            m.injected_errors.clone(),
+        );
+        m
+    }
+
+    /// Forgets the gauges of a version no longer running, so they do not linger.
+    fn clear_gauges(&self) {
+        self.concurrency_limit.clear();
+        self.concurrency_in_use.clear();
+        self.concurrency_queued.clear();
+        self.db_pool_max.clear();
+        self.db_pool_connections.clear();
+    }
+}
+
+/// Everything a request handler needs.
+#[derive(Clone)]
+pub struct OrdersState {
+    db: Arc<Database>,
+    config: Arc<ConfigStore<OrdersConfig>>,
+    limiter: Arc<Limiter>,
+    metrics: OrdersMetrics,
+    version: VersionLabel,
+}
+
+/// The orders API, without the HTTP instrumentation (`start` adds it).
+pub fn api_router(state: OrdersState) -> Router {
+    Router::new()
+        .route("/products", get(list_products))
+        .route("/orders", post(place_order))
+        .route("/orders/{id}", get(get_order))
+        .route("/process", post(process))
+        .layer(middleware::from_fn_with_state(state.clone(), faults))
+        .layer(middleware::from_fn_with_state(state.clone(), worker_pool))
+        .with_state(state)
+}
+
+/// The `concurrency_limit` knob: every API request holds a slot while it runs.
+async fn worker_pool(State(state): State<OrdersState>, req: Request, next: Next) -> Response {
+    let slot = state
+        .limiter
+        .acquire()
+        .instrument(tracing::info_span!("orders.worker_pool.wait"))
+        .await;
+    let version = state.version.get();
+    state
+        .metrics
+        .concurrency_wait
+        .get_or_create(&VersionOnly { version })
+        .observe(slot.waited.as_secs_f64(), TraceExemplar::current(), None);
+    let response = next.run(req).await;
+    drop(slot);
+    response
+}
+
+/// The `injected_latency_ms` and `error_rate` knobs.
+async fn faults(State(state): State<OrdersState>, req: Request, next: Next) -> Response {
+    let config = state.config.current();
+    if config.injected_latency_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(config.injected_latency_ms as u64)).await;
+    }
+    if config.error_rate > 0.0 && fastrand::f64() < config.error_rate {
+        state
+            .metrics
+            .injected_errors
+            .get_or_create(&VersionOnly {
+                version: state.version.get(),
+            })
+            .inc();
+        tracing::error!(error_rate = config.error_rate, "Injected failure.");
+        return error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "injected_failure",
+            None,
+            "injected failure (error_rate knob)",
+        );
+    }
+    next.run(req).await
+}
+
+/// An error answer from the database layer.
+fn db_error(state: &OrdersState, error: &DbError) -> Response {
+    match error {
+        DbError::PoolTimeout(waited) => {
+            state
+                .metrics
+                .db_pool_timeouts
+                .get_or_create(&VersionOnly {
+                    version: state.version.get(),
+                })
+                .inc();
+            tracing::warn!(?waited, "Database pool exhausted.");
+            error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "db_pool_exhausted",
+                None,
+                &error.to_string(),
+            )
+        }
+        DbError::Other(e) => {
+            tracing::error!(error = %e, "Database query failed.");
+            error_response(StatusCode::INTERNAL_SERVER_ERROR, "db_error", None, &error.to_string())
+        }
+    }
+}
+
+impl OrdersState {
+    async fn connection(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, Response> {
+        let span = tracing::info_span!("db.pool.acquire");
+        match self.db.acquire().instrument(span).await {
+            Ok((conn, waited)) => {
+                self.metrics
+                    .db_pool_wait
+                    .get_or_create(&VersionOnly {
+                        version: self.version.get(),
+                    })
+                    .observe(waited.as_secs_f64(), TraceExemplar::current(), None);
+                Ok(conn)
+            }
+            Err(e) => Err(db_error(self, &e)),
+        }
+    }
+
+    fn count_queries(&self, query: &str, count: &QueryCount) {
+        let labels = QueryLabels {
+            version: self.version.get(),
+            query: query.to_owned(),
+        };
+        self.metrics
+            .db_queries_per_request
+            .get_or_create(&labels)
+            .observe(f64::from(count.0));
+    }
+}
+
+async fn list_products(State(state): State<OrdersState>) -> Response {
+    let mut conn = match state.connection().await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let mut count = QueryCount::default();
+    let result = db::list_products(&mut conn, &mut count)
+        .instrument(db_span("SELECT products"))
+        .await;
+    state.count_queries("list_products", &count);
+    match result {
+        Ok(products) => Json(json!({"products": products})).into_response(),
+        Err(e) => db_error(&state, &e),
+    }
+}
+
+/// `POST /orders` body.
+#[derive(Debug, Deserialize)]
+struct NewOrder {
+    customer_id: i64,
+    items: Vec<NewLine>,
+}
+
+async fn place_order(State(state): State<OrdersState>, body: axum::body::Bytes) -> Response {
+    let order: NewOrder = match serde_json::from_slice(&body) {
+        Ok(o) => o,
+        Err(e) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "invalid_order",
+                None,
+                &format!(
+                    "expected {{\"customer_id\": int, \"items\": [{{\"product_id\": int, \"quantity\": int}}]}}: {e}"
+                ),
+            );
+        }
+    };
+    if !(1..=10_000_000).contains(&order.customer_id) {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "invalid_order",
+            Some("customer_id"),
+            "must be from 1 to 10000000",
+        );
+    }
+    if order.items.is_empty() || order.items.len() > 20 {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "invalid_order",
+            Some("items"),
+            "an order has 1 to 20 items",
+        );
+    }
+    if let Some(bad) = order.items.iter().find(|l| !(1..=100).contains(&l.quantity)) {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "invalid_order",
+            Some("quantity"),
+            &format!("quantity must be from 1 to 100, found {}", bad.quantity),
+        );
+    }
+    let mut conn = match state.connection().await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let mut count = QueryCount::default();
+    let traceparent = observastack_common::propagation::current_traceparent();
+    let result = db::place_order(
+        &mut conn,
+        order.customer_id,
+        &order.items,
+        traceparent.as_deref(),
+        &mut count,
+    )
+    .instrument(db_span("INSERT orders"))
+    .await;
+    state.count_queries("place_order", &count);
+    match result {
+        Ok((id, total_cents)) => {
+            tracing::info!(
+                order_id = id,
+                customer_id = order.customer_id,
+                total_cents,
+                "Order placed."
+            );
+            (
+                StatusCode::CREATED,
+                Json(json!({"id": id, "customer_id": order.customer_id, "status": "pending", "total_cents": total_cents})),
+            )
+                .into_response()
+        }
+        Err(PlaceError::UnknownProduct(p)) => error_response(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown_product",
+            Some("product_id"),
+            &format!("no product {p}"),
+        ),
+        Err(PlaceError::Db(e)) => db_error(&state, &e),
+    }
+}
+
+async fn get_order(State(state): State<OrdersState>, Path(id): Path<String>) -> Response {
+    let Ok(id) = id.parse::<i64>() else {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "invalid_id",
+            Some("id"),
+            &format!("order id must be an integer, found {id:?}"),
+        );
+    };
+    let mode = state.config.current().query_mode;
+    let mut conn = match state.connection().await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let mut count = QueryCount::default();
+    let result = db::get_order(&mut conn, id, mode, &mut count)
+        .instrument(db_span("SELECT orders"))
+        .await;
+    state.count_queries("get_order", &count);
+    match result {
+        Ok(Some(order)) => Json(order).into_response(),
+        Ok(None) => error_response(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            Some("id"),
+            &format!("no order {id}"),
+        ),
+        Err(e) => db_error(&state, &e),
+    }
+}
+
+/// `POST /process` body.
+#[derive(Debug, Deserialize)]
+struct ProcessRequest {
+    #[serde(default = "default_items")]
+    items: usize,
+}
+
+fn default_items() -> usize {
+    2000
+}
+
+async fn process(State(state): State<OrdersState>, body: axum::body::Bytes) -> Response {
+    let request: ProcessRequest = if body.is_empty() {
+        ProcessRequest { items: default_items() }
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => {
+                return error_response(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    Some("items"),
+                    &format!("expected {{\"items\": int}}: {e}"),
+                );
+            }
+        }
+    };
+    if !(1..=10_000).contains(&request.items) {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            Some("items"),
+            &format!("items must be from 1 to 10000, found {}", request.items),
+        );
+    }
+    let algorithm = state.config.current().algorithm;
+    let span = tracing::info_span!(
+        "process_business_data",
+        algorithm = algorithm.as_str(),
+        items = request.items
+    );
+    let exemplar = span.in_scope(TraceExemplar::current);
+    let started = std::time::Instant::now();
+    let report = {
+        let span = span.clone();
+        tokio::task::spawn_blocking(move || span.in_scope(|| process_business_data(request.items, algorithm))).await
+    };
+    let elapsed = started.elapsed();
+    let labels = AlgorithmLabels {
+        version: state.version.get(),
+        algorithm: algorithm.as_str().to_owned(),
+    };
+    state
+        .metrics
+        .process_duration
+        .get_or_create(&labels)
+        .observe(elapsed.as_secs_f64(), exemplar, None);
+    match report {
+        Ok(report) => Json(json!({
+            "algorithm": algorithm.as_str(),
+            "report": report,
+            "elapsed_ms": elapsed.as_secs_f64() * 1000.0,
+        }))
+        .into_response(),
+        Err(e) => error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            None,
+            &format!("computation failed: {e}"),
+        ),
+    }
+}
+
+fn db_span(statement: &'static str) -> tracing::Span {
+    tracing::info_span!(
+        "db.query",
+        otel.name = statement,
+        otel.kind = "client",
+        db.statement = statement
+    )
+}
+
+/// `observastack sut orders` arguments.
+#[derive(clap::Args, Debug, Clone)]
+pub struct OrdersArgs {
+    /// API listener the gateway calls.
+    #[arg(long, default_value = "127.0.0.1:8001")]
+    pub listen: SocketAddr,
+    /// Admin listener (secure path): /config, /metrics, /healthz, /readyz.
+    #[arg(long, default_value = "127.0.0.1:8101")]
+    pub admin_listen: SocketAddr,
+    /// Database URL (postgres://… or sqlite:…). Without it, a local PostgreSQL is used if one
+    /// answers on 127.0.0.1:5432, else SQLite in --data-dir.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Where the SQLite fallback keeps its file.
+    #[arg(long, default_value = ".")]
+    pub data_dir: std::path::PathBuf,
+    /// Shared service options.
+    #[command(flatten)]
+    pub common: ServiceArgs,
+}
+
+/// Starts the orders service: admin listener first (so `/healthz` answers during migrations),
+/// then database and migrations, then the API. Returns once it is ready.
+pub async fn start(args: OrdersArgs, shutdown: CancellationToken) -> anyhow::Result<Running> {
+    let mut registry = Registry::with_labels(std::iter::once(("service".into(), "orders".into())));
+    let config = ConfigStore::<OrdersConfig>::new(config_spec(), args.common.initial_config()?, &mut registry)
+        .map_err(|e| anyhow::anyhow!("--config: {e}"))?;
+    let initial = config.current();
+    let version = VersionLabel::new(initial.version.clone());
+    let metrics = OrdersMetrics::register(&mut registry);
+    let http = HttpMetrics::register(&mut registry);
+
+    let api_listener = observastack_common::bind(args.listen, "--listen").await?;
+    let readiness = Readiness::new("connecting to the database");
+    let mut running = Running::start_admin(
+        "orders",
+        &args.common,
+        &AdminAddr(args.admin_listen),
+        config.clone(),
+        registry,
+        readiness.clone(),
+        shutdown.clone(),
+    )
+    .await?;
+
+    let resolved = db::resolve(args.database_url.as_deref(), &args.data_dir).await?;
+    tracing::info!(backend = ?resolved.backend, "{}", resolved.notice);
+    let acquire_timeout = Duration::from_millis(initial.db_acquire_timeout_ms as u64);
+    let db = Arc::new(Database::connect(&resolved.url, initial.db_pool_size as u32, acquire_timeout).await?);
+    readiness.set_not_ready("applying migrations");
+    let started = std::time::Instant::now();
+    db.migrate().await?;
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "Database schema is up to date."
+    );
+
+    let limiter = Limiter::new(initial.concurrency_limit as usize);
+    let state = OrdersState {
+        db,
+        config,
+        limiter,
+        metrics,
+        version: version.clone(),
+    };
+    spawn_config_watcher(state.clone(), shutdown.clone());
+    spawn_sampler(state.clone(), shutdown.clone());
+
+    let api = instrumented(api_router(state), Instrumentation { metrics: http, version });
+    running.serve(api_listener, api, shutdown)?;
+    readiness.set_ready();
+    running.announce();
+    Ok(running)
+}
+
+/// Applies accepted config changes that need more than reading the current value.
+fn spawn_config_watcher(state: OrdersState, shutdown: CancellationToken) {
+    let mut rx = state.config.subscribe();
+    tokio::spawn(async move {
+        let mut applied = rx.borrow().clone();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                changed = rx.changed() => if changed.is_err() { return },
+            }
+            let next = rx.borrow_and_update().clone();
+            if next.concurrency_limit != applied.concurrency_limit {
+                state.limiter.resize(next.concurrency_limit as usize).await;
+            }
+            if next.db_pool_size != applied.db_pool_size || next.db_acquire_timeout_ms != applied.db_acquire_timeout_ms
+            {
+                let timeout = Duration::from_millis(next.db_acquire_timeout_ms as u64);
+                if let Err(error) = state.db.resize(next.db_pool_size as u32, timeout) {
+                    tracing::error!(error = %format!("{error:#}"), "Failed to resize the database pool.");
+                }
+            }
+            if next.version != applied.version {
+                state.version.set(&next.version);
+                state.metrics.clear_gauges();
+                tracing::info!(from = %applied.version, to = %next.version, "Version deployed.");
+            }
+            applied = next;
+        }
+    });
+}
+
+/// Samples pool and worker-pool occupancy into gauges twice a second.
+fn spawn_sampler(state: OrdersState, shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let v = VersionOnly {
+                version: state.version.get(),
+            };
+            let m = &state.metrics;
+            m.concurrency_limit.get_or_create(&v).set(state.limiter.limit() as i64);
+            m.concurrency_in_use.get_or_create(&v).set(state.limiter.in_use());
+            m.concurrency_queued.get_or_create(&v).set(state.limiter.waiting());
+            let (size, idle, max) = state.db.pool_stats();
+            m.db_pool_max.get_or_create(&v).set(i64::from(max));
+            let in_use = i64::from(size.saturating_sub(idle));
+            m.db_pool_connections
+                .get_or_create(&PoolStateLabels {
+                    version: v.version.clone(),
+                    state: "in_use".into(),
+                })
+                .set(in_use);
+            m.db_pool_connections
+                .get_or_create(&PoolStateLabels {
+                    version: v.version,
+                    state: "idle".into(),
+                })
+                .set(i64::from(idle));
+        }
+    });
+}
