@@ -1,13 +1,56 @@
 //! The `observastack` binary: parses the command line and calls the component libraries.
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 /// ObservaStack: a lab for learning to operate and debug running systems.
 #[derive(Parser)]
-#[command(version, about)]
-struct Cli {}
+#[command(version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the whole lab: control agent, the shop under test and simulated users.
+    Up(observastack_lab::UpArgs),
+    /// Show the running lab's components, health and endpoints.
+    Status(observastack_lab::StatusArgs),
+    /// Run one service of the system under test.
+    #[command(subcommand)]
+    Sut(observastack_sut::SutCommand),
+    /// Run the control agent: starts, stops, restarts and signals processes.
+    Agent(observastack_agent::AgentArgs),
+    /// Run the load generator: simulated users of the shop.
+    Loadgen(observastack_loadgen::LoadgenArgs),
+}
 
 fn main() -> anyhow::Result<()> {
-    let _cli = Cli::parse();
+    let cli = Cli::parse();
+    die_with_parent()?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        match cli.command {
+            Command::Up(args) => observastack_lab::run_up(args).await,
+            Command::Status(args) => observastack_lab::run_status(args).await,
+            Command::Sut(command) => observastack_sut::run_cli(command).await,
+            Command::Agent(args) => observastack_agent::run_cli(args).await,
+            Command::Loadgen(args) => observastack_loadgen::run_cli(args).await,
+        }
+    })
+}
+
+/// A process started by `up` or the agent asks the kernel for SIGTERM when its parent dies, so a
+/// parent killed with SIGKILL (which cannot clean up) still leaves no orphan behind.
+fn die_with_parent() -> anyhow::Result<()> {
+    if std::env::var_os(observastack_lab::PARENT_WATCH_ENV).is_none() {
+        return Ok(());
+    }
+    let parent = nix::unistd::getppid();
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)?;
+    // The parent may have died before the request took effect; then we are already orphaned.
+    if nix::unistd::getppid() != parent {
+        anyhow::bail!("the parent process exited during start-up");
+    }
     Ok(())
 }

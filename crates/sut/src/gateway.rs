@@ -406,7 +406,7 @@ fn spawn_config_watcher(state: GatewayState, shutdown: CancellationToken) {
             }
             let next = rx.borrow_and_update().clone();
             if next.orders_pool_size != applied.orders_pool_size {
-                state.pool.resize(next.orders_pool_size as usize).await;
+                state.pool.resize(next.orders_pool_size as usize);
                 match build_client(next.orders_pool_size as usize) {
                     Ok(client) => *state.client.write().unwrap_or_else(|e| e.into_inner()) = client,
                     Err(error) => tracing::error!(%error, "Failed to rebuild the HTTP client."),

@@ -2,30 +2,55 @@
 //!
 //! Both the orders service's worker pool and the gateway's upstream connection pool are such a
 //! limit: a learner lowers or raises it through `/config` under load, so it must change without
-//! dropping the permits in flight. Growing adds permits at once; shrinking takes permits away
-//! as they come back.
+//! dropping the permits in flight. Growing adds permits at once; shrinking takes free permits
+//! away at once and the others as their holders return them.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// The resizable limit.
 pub struct Limiter {
     semaphore: Arc<Semaphore>,
     /// The limit as configured (the semaphore converges to it).
     limit: AtomicUsize,
+    counts: Arc<Counts>,
     /// Serialises resizes, so two quick changes cannot interleave their arithmetic.
-    resize: Mutex<()>,
+    resize: std::sync::Mutex<()>,
+}
+
+#[derive(Default)]
+struct Counts {
+    /// Permits to take out of circulation as holders return them (after a shrink).
+    debt: AtomicUsize,
+    held: AtomicI64,
     waiting: AtomicI64,
 }
 
 /// A held slot; the slot returns when this is dropped.
 pub struct Slot {
-    _permit: OwnedSemaphorePermit,
+    permit: Option<OwnedSemaphorePermit>,
+    counts: Arc<Counts>,
     /// How long the caller queued for the slot.
     pub waited: Duration,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.counts.held.fetch_sub(1, Ordering::SeqCst);
+        if let Some(permit) = self.permit.take() {
+            // Pay off a shrink: this permit leaves circulation instead of going back.
+            let paid = self
+                .counts
+                .debt
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |d| d.checked_sub(1));
+            if paid.is_ok() {
+                permit.forget();
+            }
+        }
+    }
 }
 
 impl Limiter {
@@ -34,22 +59,28 @@ impl Limiter {
         Arc::new(Self {
             semaphore: Arc::new(Semaphore::new(limit)),
             limit: AtomicUsize::new(limit),
-            resize: Mutex::new(()),
-            waiting: AtomicI64::new(0),
+            counts: Arc::default(),
+            resize: std::sync::Mutex::new(()),
         })
+    }
+
+    fn slot(&self, permit: OwnedSemaphorePermit, waited: Duration) -> Slot {
+        self.counts.held.fetch_add(1, Ordering::SeqCst);
+        Slot {
+            permit: Some(permit),
+            counts: self.counts.clone(),
+            waited,
+        }
     }
 
     /// Waits for a slot.
     pub async fn acquire(&self) -> Slot {
         let start = Instant::now();
-        self.waiting.fetch_add(1, Ordering::Relaxed);
+        self.counts.waiting.fetch_add(1, Ordering::SeqCst);
         let permit = self.semaphore.clone().acquire_owned().await;
-        self.waiting.fetch_sub(1, Ordering::Relaxed);
+        self.counts.waiting.fetch_sub(1, Ordering::SeqCst);
         match permit {
-            Ok(permit) => Slot {
-                _permit: permit,
-                waited: start.elapsed(),
-            },
+            Ok(permit) => self.slot(permit, start.elapsed()),
             // The semaphore is never closed; if it were, waiting forever is what a full pool does.
             Err(_) => std::future::pending().await,
         }
@@ -57,46 +88,43 @@ impl Limiter {
 
     /// Takes a slot only if one is free now.
     pub fn try_acquire(&self) -> Option<Slot> {
-        self.semaphore.clone().try_acquire_owned().ok().map(|permit| Slot {
-            _permit: permit,
-            waited: Duration::ZERO,
-        })
+        let permit = self.semaphore.clone().try_acquire_owned().ok()?;
+        Some(self.slot(permit, Duration::ZERO))
     }
 
     /// The configured limit.
     pub fn limit(&self) -> usize {
-        self.limit.load(Ordering::Relaxed)
+        self.limit.load(Ordering::SeqCst)
     }
 
     /// Callers queued for a slot now.
     pub fn waiting(&self) -> i64 {
-        self.waiting.load(Ordering::Relaxed)
+        self.counts.waiting.load(Ordering::SeqCst)
     }
 
     /// Slots held now (may exceed the limit briefly after a shrink, until holders finish).
     pub fn in_use(&self) -> i64 {
-        let limit = self.limit() as i64;
-        (limit - self.semaphore.available_permits() as i64).max(0)
+        self.counts.held.load(Ordering::SeqCst)
     }
 
     /// Changes the limit. Growing is immediate; shrinking removes free permits now and the rest
-    /// as holders release them.
-    pub async fn resize(self: &Arc<Self>, new_limit: usize) {
-        let _guard = self.resize.lock().await;
+    /// as holders return them.
+    pub fn resize(&self, new_limit: usize) {
+        let _guard = self.resize.lock().unwrap_or_else(|e| e.into_inner());
         let old = self.limit.swap(new_limit, Ordering::SeqCst);
         if new_limit > old {
-            self.semaphore.add_permits(new_limit - old);
+            // Cancel outstanding debt first; only the rest becomes new permits.
+            let mut grow = new_limit - old;
+            let _ = self.counts.debt.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |d| {
+                let cancel = d.min(grow);
+                grow -= cancel;
+                Some(d - cancel)
+            });
+            self.semaphore.add_permits(grow);
         } else if new_limit < old {
-            let mut remaining = old - new_limit;
-            remaining -= self.semaphore.forget_permits(remaining);
-            if remaining > 0 {
-                let semaphore = self.semaphore.clone();
-                tokio::spawn(async move {
-                    if let Ok(permits) = semaphore.acquire_many_owned(remaining as u32).await {
-                        permits.forget();
-                    }
-                });
-            }
+            let shrink = old - new_limit;
+            let forgotten = self.semaphore.forget_permits(shrink);
+            self.counts.debt.fetch_add(shrink - forgotten, Ordering::SeqCst);
         }
     }
 }
@@ -110,20 +138,36 @@ mod tests {
         let limiter = Limiter::new(3);
         let a = limiter.acquire().await;
         let b = limiter.acquire().await;
-        limiter.resize(1).await;
+        limiter.resize(1);
         assert!(limiter.try_acquire().is_none(), "two held, limit one: no slot");
         drop(a);
         drop(b);
-        // The background shrink takes the returned permits; then exactly one slot exists.
+        // The returned permits pay off the shrink; then exactly one slot exists.
         let one = tokio::time::timeout(Duration::from_secs(2), limiter.acquire())
             .await
             .unwrap();
         assert!(limiter.try_acquire().is_none());
         drop(one);
-        limiter.resize(4).await;
+        limiter.resize(4);
         let held: Vec<_> = (0..4).map(|_| limiter.try_acquire().unwrap()).collect();
         assert!(limiter.try_acquire().is_none());
         assert_eq!(limiter.in_use(), 4);
         drop(held);
+    }
+
+    #[test]
+    fn growing_cancels_a_pending_shrink() {
+        let limiter = Limiter::new(2);
+        let a = limiter.try_acquire().unwrap();
+        let b = limiter.try_acquire().unwrap();
+        limiter.resize(1); // one permit owed
+        limiter.resize(2); // back to two: nothing owed any more
+        drop(a);
+        drop(b);
+        let held: Vec<_> = (0..2).map(|_| limiter.try_acquire().unwrap()).collect();
+        assert!(limiter.try_acquire().is_none());
+        assert_eq!((limiter.in_use(), limiter.limit()), (2, 2));
+        drop(held);
+        assert_eq!(limiter.in_use(), 0);
     }
 }

@@ -655,7 +655,7 @@ fn spawn_config_watcher(state: OrdersState, shutdown: CancellationToken) {
             }
             let next = rx.borrow_and_update().clone();
             if next.concurrency_limit != applied.concurrency_limit {
-                state.limiter.resize(next.concurrency_limit as usize).await;
+                state.limiter.resize(next.concurrency_limit as usize);
             }
             if next.db_pool_size != applied.db_pool_size || next.db_acquire_timeout_ms != applied.db_acquire_timeout_ms
             {

@@ -352,7 +352,7 @@ fn spawn_config_watcher(state: WorkerState, shutdown: CancellationToken) {
             }
             let next = rx.borrow_and_update().clone();
             if next.concurrency != applied.concurrency {
-                state.limiter.resize(next.concurrency as usize).await;
+                state.limiter.resize(next.concurrency as usize);
             }
             if next.version != applied.version {
                 state.version.set(&next.version);

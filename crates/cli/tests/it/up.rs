@@ -1,0 +1,227 @@
+//! `observastack up` and `status` as a newcomer runs them: every component up and healthy, the
+//! agent keeping the SUT running, one lab per data directory, and nothing left after SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::harness::{TempDir, eventually, exe, fresh_pg_database, send_json};
+
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<_> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    listeners.iter().map(|l| l.local_addr().unwrap().port()).collect()
+}
+
+fn port_args(ports: &[u16]) -> Vec<String> {
+    let flags = [
+        "--gateway-port",
+        "--orders-port",
+        "--gateway-admin-port",
+        "--orders-admin-port",
+        "--worker-admin-port",
+        "--agent-port",
+        "--loadgen-port",
+    ];
+    flags
+        .iter()
+        .zip(ports)
+        .flat_map(|(f, p)| [f.to_string(), p.to_string()])
+        .collect()
+}
+
+fn status_json(data_dir: &str) -> Value {
+    let out = Command::new(exe())
+        .args(["status", "--json", "--data-dir", data_dir])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "status failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn alive(pid: i64) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn up_runs_the_lab_and_leaves_nothing_after_sigterm() {
+    let db = fresh_pg_database().await;
+    let dir = TempDir::new("up");
+    let ports = free_ports(7);
+    let mut up = Command::new(exe())
+        .args(["up", "--data-dir", dir.path(), "--rate", "5"])
+        .args(port_args(&ports))
+        .env("DATABASE_URL", &db)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(up.stdout.take().unwrap());
+    let mut printed = String::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !printed.contains("Press Ctrl-C to stop.") {
+        assert!(Instant::now() < deadline, "up not ready in 120 s:\n{printed}");
+        let mut line = String::new();
+        if stdout.read_line(&mut line).unwrap() == 0 {
+            panic!("up exited before it was ready:\n{printed}\n{:?}", up.wait_with_output());
+        }
+        printed.push_str(&line);
+    }
+    // Every URL is printed, grouped by network path.
+    for heading in ["User path", "Secure (control) path", "Observability path"] {
+        assert!(printed.contains(heading), "{printed}");
+    }
+    assert!(
+        printed.contains(&format!("http://127.0.0.1:{}/", ports[0])),
+        "{printed}"
+    );
+
+    let status = status_json(dir.path());
+    let components = status["components"].as_array().unwrap();
+    let names: Vec<&str> = components.iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["gateway", "orders", "worker", "agent", "loadgen"]);
+    for c in components {
+        assert_eq!(c["healthy"], true, "{c}");
+        assert!(c["pid"].as_i64().is_some_and(alive), "{c}");
+        assert!(c["endpoints"]["metrics"].as_str().unwrap().ends_with("/metrics"), "{c}");
+    }
+    let gateway = &components[0];
+    assert_eq!(gateway["endpoints"]["user"], format!("http://127.0.0.1:{}/", ports[0]));
+    let orders_admin = components[1]["endpoints"]["admin"].as_str().unwrap().to_owned();
+    let (code, config) = send_json(Method::GET, &format!("{orders_admin}/config"), json!(null)).await;
+    assert_eq!((code, config["service"].as_str()), (200, Some("orders")));
+    let plain = Command::new(exe())
+        .args(["status", "--data-dir", dir.path()])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&plain.stdout);
+    assert!(table.starts_with("NAME") && table.lines().count() == 6, "{table}");
+
+    // Simulated users are being served.
+    let loadgen = components[4]["endpoints"]["control"].as_str().unwrap().to_owned();
+    eventually("successful simulated requests", Duration::from_secs(20), || {
+        let url = format!("{loadgen}/metrics");
+        async move {
+            let text = crate::harness::get_text(&url).await;
+            (crate::harness::metric(&text, "loadgen_requests_total", &[("outcome", "success")]) >= 5.0).then_some(())
+        }
+    })
+    .await;
+
+    // The agent restarts a SUT process killed with SIGKILL…
+    let agent = components[3]["endpoints"]["control"].as_str().unwrap().to_owned();
+    let old_pid = components[1]["pid"].as_i64().unwrap();
+    let (code, answer) = send_json(
+        Method::POST,
+        &format!("{agent}/processes/orders/signal"),
+        json!({"signal": "KILL"}),
+    )
+    .await;
+    assert_eq!(code, 200, "{answer}");
+    let new_pid = eventually("orders to be restarted and healthy", Duration::from_secs(30), || {
+        let dir = dir.path().to_owned();
+        async move {
+            let s = tokio::task::spawn_blocking(move || status_json(&dir)).await.unwrap();
+            let orders = s["components"][1].clone();
+            (orders["healthy"] == true && orders["pid"].as_i64().is_some_and(|p| p != old_pid))
+                .then(|| orders["pid"].as_i64().unwrap())
+        }
+    })
+    .await;
+    assert!(!alive(old_pid) && alive(new_pid));
+    // …and honours "stay down".
+    let (code, _) = send_json(
+        Method::PUT,
+        &format!("{agent}/processes/worker/restart-policy"),
+        json!({"policy": "never"}),
+    )
+    .await;
+    assert_eq!(code, 200);
+    send_json(
+        Method::POST,
+        &format!("{agent}/processes/worker/signal"),
+        json!({"signal": "KILL"}),
+    )
+    .await;
+    let down = eventually("the worker to be down", Duration::from_secs(10), || {
+        let url = format!("{agent}/processes/worker");
+        async move {
+            let (_, p) = send_json(Method::GET, &url, json!(null)).await;
+            p["pid"].is_null().then_some(p)
+        }
+    })
+    .await;
+    assert_eq!(down["state"], "exited", "{down}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (_, still) = send_json(Method::GET, &format!("{agent}/processes/worker"), json!(null)).await;
+    assert!(
+        still["pid"].is_null() && still["restarts"] == down["restarts"],
+        "the worker came back: {still}"
+    );
+
+    // A second `up` on the same data directory says so instead of fighting over ports.
+    let second = Command::new(exe())
+        .args(["up", "--data-dir", dir.path()])
+        .args(port_args(&ports))
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        err.contains("already running") && err.contains(&up.id().to_string()),
+        "{err}"
+    );
+
+    // SIGTERM stops everything: no process of the lab is left.
+    let mut pids: Vec<i64> = status_json(dir.path())["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["pid"].as_i64())
+        .collect();
+    pids.push(up.id() as i64);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(up.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let exit = up.wait().unwrap();
+    assert!(exit.success(), "up exited with {exit}");
+    for pid in pids {
+        assert!(!alive(pid), "process {pid} outlived `up`");
+    }
+    let after = Command::new(exe())
+        .args(["status", "--data-dir", dir.path()])
+        .output()
+        .unwrap();
+    assert!(!after.status.success());
+    assert!(String::from_utf8_lossy(&after.stderr).contains("no lab is running"));
+}
+
+#[test]
+fn up_refuses_a_port_in_use_and_names_the_flag() {
+    let dir = TempDir::new("busy");
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut ports = free_ports(7);
+    ports[0] = busy.local_addr().unwrap().port();
+    let out = Command::new(exe())
+        .args(["up", "--data-dir", dir.path()])
+        .args(port_args(&ports))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("port {} ", ports[0])) && err.contains("--gateway-port"),
+        "{err}"
+    );
+}

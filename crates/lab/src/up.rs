@@ -1,0 +1,445 @@
+//! `observastack up`.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use nix::fcntl::{Flock, FlockArg};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+
+use observastack_agent::{ProcessSpec, RestartPolicy};
+use observastack_sut::db;
+
+use crate::state::{Component, LabState};
+
+/// The environment variable that asks a child process to die with its parent (see the binary).
+pub const PARENT_WATCH_ENV: &str = "OBSERVASTACK_DIE_WITH_PARENT";
+
+/// `observastack up` arguments.
+#[derive(clap::Args, Debug, Clone)]
+pub struct UpArgs {
+    /// Where the lab keeps its state, logs and SQLite database.
+    #[arg(long, env = "OBSERVASTACK_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Database URL (postgres://… or sqlite:…); default: a local PostgreSQL if one answers on
+    /// 127.0.0.1:5432, else SQLite in the data directory.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Gateway user path (the shop).
+    #[arg(long, default_value_t = 8000)]
+    pub gateway_port: u16,
+    /// Orders service API (called by the gateway).
+    #[arg(long, default_value_t = 8001)]
+    pub orders_port: u16,
+    /// Gateway admin listener (/config, /metrics).
+    #[arg(long, default_value_t = 8100)]
+    pub gateway_admin_port: u16,
+    /// Orders admin listener (/config, /metrics).
+    #[arg(long, default_value_t = 8101)]
+    pub orders_admin_port: u16,
+    /// Worker admin listener (/config, /metrics).
+    #[arg(long, default_value_t = 8102)]
+    pub worker_admin_port: u16,
+    /// Control agent API.
+    #[arg(long, default_value_t = 8200)]
+    pub agent_port: u16,
+    /// Load generator API.
+    #[arg(long, default_value_t = 8300)]
+    pub loadgen_port: u16,
+    /// Simulated user requests per second at start.
+    #[arg(long, default_value_t = 10.0)]
+    pub rate: f64,
+    /// OTLP/HTTP base URL every component exports traces to (none: no export).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// How long to wait for every component to become ready (seconds).
+    #[arg(long, default_value_t = 120)]
+    pub ready_timeout_s: u64,
+}
+
+impl UpArgs {
+    fn ports(&self) -> [(u16, &'static str, &'static str); 7] {
+        [
+            (self.gateway_port, "--gateway-port", "gateway user path"),
+            (self.orders_port, "--orders-port", "orders API"),
+            (self.gateway_admin_port, "--gateway-admin-port", "gateway admin"),
+            (self.orders_admin_port, "--orders-admin-port", "orders admin"),
+            (self.worker_admin_port, "--worker-admin-port", "worker admin"),
+            (self.agent_port, "--agent-port", "agent API"),
+            (self.loadgen_port, "--loadgen-port", "load generator API"),
+        ]
+    }
+}
+
+fn url(port: u16) -> String {
+    format!("http://127.0.0.1:{port}")
+}
+
+fn addr(port: u16) -> String {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, port)).to_string()
+}
+
+/// Starts the lab, waits for Ctrl-C or SIGTERM, then stops everything.
+pub async fn run_up(args: UpArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let data_dir = args.data_dir.clone().unwrap_or_else(crate::default_data_dir);
+    std::fs::create_dir_all(data_dir.join("logs"))
+        .with_context(|| format!("Failed to create the data directory {}", data_dir.display()))?;
+    let data_dir = data_dir
+        .canonicalize()
+        .with_context(|| format!("Failed to resolve {}", data_dir.display()))?;
+    let _lock = lock_data_dir(&data_dir)?;
+    check_ports(&args)?;
+
+    let exe = std::env::current_exe().context("Failed to find the observastack executable")?;
+    let database = db::resolve(args.database_url.as_deref(), &data_dir).await?;
+    println!("{}", database.notice);
+
+    let spec_path = data_dir.join("agent.json");
+    let processes = sut_processes(&args, &exe, &data_dir, &database.url);
+    std::fs::write(
+        &spec_path,
+        serde_json::to_vec_pretty(&serde_json::json!({ "processes": processes }))?,
+    )
+    .with_context(|| format!("Failed to write {}", spec_path.display()))?;
+
+    let logs = data_dir.join("logs");
+    let mut agent_cmd = child_command(&exe, &logs, "agent")?;
+    agent_cmd
+        .args(["agent", "--listen", &addr(args.agent_port), "--spec"])
+        .arg(&spec_path)
+        .arg("--log-dir")
+        .arg(&logs);
+    let mut loadgen_cmd = child_command(&exe, &logs, "loadgen")?;
+    loadgen_cmd.args([
+        "loadgen",
+        "--listen",
+        &addr(args.loadgen_port),
+        "--target",
+        &url(args.gateway_port),
+        "--rate",
+        &args.rate.to_string(),
+    ]);
+    for cmd in [&mut agent_cmd, &mut loadgen_cmd] {
+        if let Some(otlp) = &args.otlp_endpoint {
+            cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", otlp);
+        }
+    }
+    let mut children = Children {
+        agent: Some(agent_cmd.spawn().context("Failed to start the agent")?),
+        loadgen: Some(loadgen_cmd.spawn().context("Failed to start the load generator")?),
+    };
+
+    let state = LabState {
+        pid: std::process::id(),
+        started_at_ms: observastack_common::now_millis(),
+        data_dir: data_dir.clone(),
+        agent_url: url(args.agent_port),
+        components: components(&args, &children),
+    };
+    let outcome = async {
+        wait_ready(&state, &mut children, Duration::from_secs(args.ready_timeout_s)).await?;
+        state.write()?;
+        print_urls(&state, &data_dir, started.elapsed());
+        wait_for_stop(&mut children).await
+    }
+    .await;
+
+    println!("Stopping…");
+    children.stop().await;
+    let _ = std::fs::remove_file(LabState::path(&data_dir));
+    match outcome {
+        Ok(()) => {
+            println!("Stopped.");
+            Ok(())
+        }
+        Err(e) => Err(e.context(format!("see the logs in {}", logs.display()))),
+    }
+}
+
+/// One lab per data directory: an exclusive lock held for the life of `up`.
+fn lock_data_dir(data_dir: &Path) -> anyhow::Result<Flock<File>> {
+    let path = data_dir.join("up.lock");
+    let file = File::create(&path).with_context(|| format!("Failed to open {}", path.display()))?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(lock),
+        Err((_, errno)) if errno == nix::errno::Errno::EWOULDBLOCK => {
+            let pid = LabState::read_running(data_dir).ok().flatten().map(|s| s.pid);
+            let who = pid.map_or_else(String::new, |p| format!(" (pid {p})"));
+            anyhow::bail!(
+                "ObservaStack is already running from {}{who}. See it with `observastack status`, stop it with Ctrl-C in its terminal{}, or start a second lab with another --data-dir and other ports.",
+                data_dir.display(),
+                pid.map_or_else(String::new, |p| format!(" or `kill {p}`"))
+            )
+        }
+        Err((_, errno)) => Err(anyhow::anyhow!("Failed to lock {}: {errno}", path.display())),
+    }
+}
+
+/// Every port must be free before anything starts, and the error names the flag to change.
+fn check_ports(args: &UpArgs) -> anyhow::Result<()> {
+    let ports = args.ports();
+    for (i, (port, flag, what)) in ports.iter().enumerate() {
+        if let Some((_, other, _)) = ports[..i].iter().find(|(p, ..)| p == port) {
+            anyhow::bail!("port {port} is given to both {other} and {flag}; give {flag} another port");
+        }
+        if let Err(e) = TcpListener::bind((Ipv4Addr::LOCALHOST, *port)) {
+            if e.kind() == std::io::ErrorKind::AddrInUse {
+                anyhow::bail!("port {port} ({what}) is in use; choose another with {flag} <PORT>");
+            }
+            anyhow::bail!("cannot listen on port {port} ({what}): {e}; choose another with {flag} <PORT>");
+        }
+    }
+    Ok(())
+}
+
+fn sut_processes(args: &UpArgs, exe: &Path, data_dir: &Path, database_url: &str) -> Vec<ProcessSpec> {
+    let mut env = BTreeMap::from([("DATABASE_URL".to_owned(), database_url.to_owned())]);
+    if let Some(otlp) = &args.otlp_endpoint {
+        env.insert("OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(), otlp.clone());
+    }
+    let data = data_dir.display().to_string();
+    let spec = |name: &str, args: Vec<String>| ProcessSpec {
+        name: name.to_owned(),
+        program: exe.to_owned(),
+        args,
+        env: env.clone(),
+        restart: RestartPolicy::Always,
+    };
+    let s = |v: &[&str]| v.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>();
+    vec![
+        spec(
+            "orders",
+            s(&[
+                "sut",
+                "orders",
+                "--listen",
+                &addr(args.orders_port),
+                "--admin-listen",
+                &addr(args.orders_admin_port),
+                "--data-dir",
+                &data,
+            ]),
+        ),
+        spec(
+            "gateway",
+            s(&[
+                "sut",
+                "gateway",
+                "--listen",
+                &addr(args.gateway_port),
+                "--admin-listen",
+                &addr(args.gateway_admin_port),
+                "--orders-url",
+                &url(args.orders_port),
+            ]),
+        ),
+        spec(
+            "worker",
+            s(&[
+                "sut",
+                "worker",
+                "--admin-listen",
+                &addr(args.worker_admin_port),
+                "--data-dir",
+                &data,
+            ]),
+        ),
+    ]
+}
+
+fn child_command(exe: &Path, logs: &Path, name: &str) -> anyhow::Result<Command> {
+    let log_path = logs.join(format!("{name}.log"));
+    let log = File::options()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("Failed to open {}", log_path.display()))?;
+    let mut cmd = Command::new(exe);
+    cmd.stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .env(PARENT_WATCH_ENV, "1")
+        // Its own process group: a Ctrl-C in the terminal reaches `up`, which stops the children
+        // in order (load first, then the agent and the SUT it supervises).
+        .process_group(0)
+        .kill_on_drop(true);
+    Ok(cmd)
+}
+
+fn components(args: &UpArgs, children: &Children) -> Vec<Component> {
+    let sut = |name: &str, admin: u16, user: Option<u16>| {
+        let mut endpoints = BTreeMap::from([
+            ("admin".to_owned(), url(admin)),
+            ("metrics".to_owned(), format!("{}/metrics", url(admin))),
+        ]);
+        if let Some(port) = user {
+            endpoints.insert("user".to_owned(), format!("{}/", url(port)));
+        }
+        Component {
+            name: name.to_owned(),
+            pid: None,
+            endpoints,
+            ready_url: format!("{}/readyz", url(admin)),
+            supervised: true,
+        }
+    };
+    let own = |name: &str, port: u16, pid: Option<u32>| Component {
+        name: name.to_owned(),
+        pid,
+        endpoints: BTreeMap::from([
+            ("control".to_owned(), url(port)),
+            ("metrics".to_owned(), format!("{}/metrics", url(port))),
+        ]),
+        ready_url: format!("{}/readyz", url(port)),
+        supervised: false,
+    };
+    vec![
+        sut("gateway", args.gateway_admin_port, Some(args.gateway_port)),
+        sut("orders", args.orders_admin_port, None),
+        sut("worker", args.worker_admin_port, None),
+        own("agent", args.agent_port, children.agent.as_ref().and_then(Child::id)),
+        own(
+            "loadgen",
+            args.loadgen_port,
+            children.loadgen.as_ref().and_then(Child::id),
+        ),
+    ]
+}
+
+/// Polls every component's readiness, printing what each is still waiting for.
+async fn wait_ready(state: &LabState, children: &mut Children, timeout: Duration) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(1))
+        .build()?;
+    let deadline = Instant::now() + timeout;
+    let mut last_said: BTreeMap<String, String> = BTreeMap::new();
+    loop {
+        children.check_alive()?;
+        let mut pending = Vec::new();
+        for c in &state.components {
+            let why = match client.get(&c.ready_url).send().await {
+                Ok(r) if r.status().is_success() => continue,
+                Ok(r) => r
+                    .json::<serde_json::Value>()
+                    .await
+                    .ok()
+                    .and_then(|v| v.get("reason").and_then(|r| r.as_str()).map(str::to_owned))
+                    .unwrap_or_else(|| "not ready".to_owned()),
+                Err(_) => "starting".to_owned(),
+            };
+            if last_said.get(&c.name) != Some(&why) && why != "starting" {
+                println!("  {}: {why}…", c.name);
+            }
+            last_said.insert(c.name.clone(), why.clone());
+            pending.push(format!("{} ({why})", c.name));
+        }
+        if pending.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("not ready after {} s: {}", timeout.as_secs(), pending.join(", "));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn print_urls(state: &LabState, data_dir: &Path, elapsed: Duration) {
+    let endpoint = |name: &str, kind: &str| {
+        state
+            .components
+            .iter()
+            .find(|c| c.name == name)
+            .and_then(|c| c.endpoints.get(kind))
+            .cloned()
+            .unwrap_or_default()
+    };
+    println!();
+    println!(
+        "ObservaStack is up (ready in {:.1} s). Data directory: {}",
+        elapsed.as_secs_f64(),
+        data_dir.display()
+    );
+    println!();
+    println!("User path");
+    println!("  {:<24} {}", "shop (gateway)", endpoint("gateway", "user"));
+    println!("Secure (control) path");
+    for name in ["gateway", "orders", "worker"] {
+        println!("  {:<24} {}/config", format!("{name} /config"), endpoint(name, "admin"));
+    }
+    println!("  {:<24} {}/processes", "agent API", endpoint("agent", "control"));
+    println!("  {:<24} {}/load", "load generator API", endpoint("loadgen", "control"));
+    println!("Observability path");
+    for c in &state.components {
+        println!(
+            "  {:<24} {}",
+            format!("{} metrics", c.name),
+            endpoint(&c.name, "metrics")
+        );
+    }
+    println!("  {:<24} {}/logs", "captured logs", endpoint("agent", "control"));
+    println!();
+    println!(
+        "Logs are in {}. `observastack status` shows health. Press Ctrl-C to stop.",
+        data_dir.join("logs").display()
+    );
+}
+
+/// Waits for Ctrl-C or SIGTERM; a child that exits by itself is an error.
+async fn wait_for_stop(children: &mut Children) -> anyhow::Result<()> {
+    let signal = observastack_common::shutdown_signal();
+    tokio::pin!(signal);
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tokio::select! {
+            _ = &mut signal => return Ok(()),
+            _ = tick.tick() => children.check_alive()?,
+        }
+    }
+}
+
+struct Children {
+    agent: Option<Child>,
+    loadgen: Option<Child>,
+}
+
+impl Children {
+    fn check_alive(&mut self) -> anyhow::Result<()> {
+        for (name, child) in [("agent", &mut self.agent), ("load generator", &mut self.loadgen)] {
+            if let Some(c) = child
+                && let Some(status) = c.try_wait()?
+            {
+                *child = None;
+                anyhow::bail!("the {name} exited unexpectedly ({status})");
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops the load first (no traffic into a stopping SUT), then the agent, which stops the
+    /// SUT it supervises. SIGTERM, a grace period, then SIGKILL of the whole process group.
+    async fn stop(&mut self) {
+        for child in [self.loadgen.take(), self.agent.take()].into_iter().flatten() {
+            stop_child(child, Duration::from_secs(15)).await;
+        }
+    }
+}
+
+async fn stop_child(mut child: Child, grace: Duration) {
+    let Some(pid) = child.id() else { return };
+    let group = Pid::from_raw(pid as i32);
+    let _ = killpg(group, Signal::SIGTERM);
+    if tokio::time::timeout(grace, child.wait()).await.is_err() {
+        let _ = killpg(group, Signal::SIGKILL);
+        let _ = child.wait().await;
+    }
+    // Anything left in its group (a grandchild that outlived its parent) goes too.
+    let _ = killpg(group, Signal::SIGKILL);
+}
