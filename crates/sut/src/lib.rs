@@ -188,3 +188,32 @@ pub async fn run_cli(command: SutCommand) -> anyhow::Result<()> {
     tracing::info!("Stopped.");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use observastack_common::config::ConfigSpec;
+
+    /// `docs/config.md` documents every knob of every service with its default.
+    #[test]
+    fn the_knob_reference_is_complete() {
+        let doc = include_str!("../../../docs/config.md");
+        let specs: [ConfigSpec; 3] = [super::gateway::config_spec(), super::orders::config_spec(), super::worker::config_spec()];
+        for spec in specs {
+            let section = doc
+                .split(&format!("## {}\n", spec.service))
+                .nth(1)
+                .unwrap_or_else(|| panic!("docs/config.md has no section for {}", spec.service));
+            let section = section.split("\n## ").next().unwrap_or_default();
+            for knob in &spec.knobs {
+                let row = section
+                    .lines()
+                    .find(|l| l.starts_with(&format!("| `{}` |", knob.name)))
+                    .unwrap_or_else(|| panic!("docs/config.md: {} has no row for {}", spec.service, knob.name));
+                let default = knob.default.as_str().map_or_else(|| knob.default.to_string(), |s| format!("`{s}`"));
+                assert!(row.contains(&format!("| {default} |")), "docs/config.md: {}.{} should show default {default}: {row}", spec.service, knob.name);
+            }
+            let rows = section.lines().filter(|l| l.starts_with("| `")).count();
+            assert_eq!(rows, spec.knobs.len(), "docs/config.md documents a knob {} does not have", spec.service);
+        }
+    }
+}
