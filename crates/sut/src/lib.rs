@@ -197,7 +197,11 @@ mod tests {
     #[test]
     fn the_knob_reference_is_complete() {
         let doc = include_str!("../../../docs/config.md");
-        let specs: [ConfigSpec; 3] = [super::gateway::config_spec(), super::orders::config_spec(), super::worker::config_spec()];
+        let specs: [ConfigSpec; 3] = [
+            super::gateway::config_spec(),
+            super::orders::config_spec(),
+            super::worker::config_spec(),
+        ];
         for spec in specs {
             let section = doc
                 .split(&format!("## {}\n", spec.service))
@@ -209,11 +213,24 @@ mod tests {
                     .lines()
                     .find(|l| l.starts_with(&format!("| `{}` |", knob.name)))
                     .unwrap_or_else(|| panic!("docs/config.md: {} has no row for {}", spec.service, knob.name));
-                let default = knob.default.as_str().map_or_else(|| knob.default.to_string(), |s| format!("`{s}`"));
-                assert!(row.contains(&format!("| {default} |")), "docs/config.md: {}.{} should show default {default}: {row}", spec.service, knob.name);
+                let default = knob
+                    .default
+                    .as_str()
+                    .map_or_else(|| knob.default.to_string(), |s| format!("`{s}`"));
+                assert!(
+                    row.contains(&format!("| {default} |")),
+                    "docs/config.md: {}.{} should show default {default}: {row}",
+                    spec.service,
+                    knob.name
+                );
             }
             let rows = section.lines().filter(|l| l.starts_with("| `")).count();
-            assert_eq!(rows, spec.knobs.len(), "docs/config.md documents a knob {} does not have", spec.service);
+            assert_eq!(
+                rows,
+                spec.knobs.len(),
+                "docs/config.md documents a knob {} does not have",
+                spec.service
+            );
         }
     }
 }
