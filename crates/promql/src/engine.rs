@@ -1,0 +1,773 @@
+//! The evaluator: walks the `promql-parser` AST one evaluation timestamp at a time.
+//!
+//! A range query is evaluated as one instant evaluation per step, which is how Prometheus
+//! defines its semantics. Each selector's samples are fetched from the [`Storage`] once per
+//! query, for the whole time window that query can touch (computed by a pre-pass over the AST),
+//! and every step then slices those samples in memory.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use promql_parser::label::MatchOp as PMatchOp;
+use promql_parser::parser::{
+    AggregateExpr, AtModifier, BinaryExpr, Expr, LabelModifier, Offset, VectorMatchCardinality, VectorSelector,
+};
+
+use crate::aggregate;
+use crate::functions;
+use crate::labels::{Labels, METRIC_NAME, Matcher};
+use crate::storage::{Sample, Series, Storage, is_stale_nan};
+use crate::value::{InstantSample, QueryError, Value};
+
+/// Evaluates PromQL queries against a [`Storage`].
+#[derive(Debug, Clone)]
+pub struct Engine {
+    lookback_delta_ms: i64,
+    max_points_per_series: usize,
+    default_subquery_step_ms: i64,
+}
+
+impl Default for Engine {
+    fn default() -> Self {
+        Self {
+            lookback_delta_ms: 5 * 60 * 1000,
+            max_points_per_series: 11_000,
+            default_subquery_step_ms: 60 * 1000,
+        }
+    }
+}
+
+impl Engine {
+    /// An engine with Prometheus's defaults: 5 minutes of lookback, 11,000 points per series,
+    /// and a 1 minute step for subqueries that give none (the default evaluation interval).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets how far back an instant selector looks for a sample.
+    pub fn with_lookback_delta_ms(mut self, ms: i64) -> Self {
+        self.lookback_delta_ms = ms;
+        self
+    }
+
+    /// Sets the maximum number of steps of a range query.
+    pub fn with_max_points_per_series(mut self, n: usize) -> Self {
+        self.max_points_per_series = n;
+        self
+    }
+
+    /// Sets the step of subqueries written without one (`x[5m:]`).
+    pub fn with_default_subquery_step_ms(mut self, ms: i64) -> Self {
+        self.default_subquery_step_ms = ms;
+        self
+    }
+
+    /// Evaluates `query` at `t_ms`.
+    pub fn instant(&self, storage: &dyn Storage, query: &str, t_ms: i64) -> Result<Value, QueryError> {
+        let expr = parse(query)?;
+        let ev = Evaluator::new(self, storage, &expr, t_ms, t_ms);
+        match ev.eval(&expr, t_ms)? {
+            Val::Scalar(value) => Ok(Value::Scalar { t_ms, value }),
+            Val::Str(value) => Ok(Value::String { t_ms, value }),
+            Val::Vector(v) => Ok(Value::Vector(
+                finalize_vector(v)?
+                    .into_iter()
+                    .map(|(labels, value)| InstantSample { labels, t_ms, value })
+                    .collect(),
+            )),
+            Val::Matrix(m) => {
+                let mut out: Vec<Series> = m
+                    .into_iter()
+                    .map(|s| Series {
+                        labels: if s.drop_name { s.labels.without_name() } else { s.labels },
+                        samples: s.samples,
+                    })
+                    .collect();
+                out.sort_by(|a, b| a.labels.cmp(&b.labels));
+                Ok(Value::Matrix(out))
+            }
+        }
+    }
+
+    /// Evaluates `query` at every step from `start_ms` to `end_ms` inclusive.
+    pub fn range(
+        &self,
+        storage: &dyn Storage,
+        query: &str,
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
+    ) -> Result<Value, QueryError> {
+        if step_ms <= 0 {
+            return Err(QueryError::BadRange(
+                "zero or negative query resolution step widths are not accepted. Try a positive integer".into(),
+            ));
+        }
+        if end_ms < start_ms {
+            return Err(QueryError::BadRange(
+                "end timestamp must not be before start time".into(),
+            ));
+        }
+        let points = usize::try_from((end_ms - start_ms) / step_ms + 1).unwrap_or(usize::MAX);
+        if points > self.max_points_per_series {
+            return Err(QueryError::TooManyPoints {
+                points,
+                max: self.max_points_per_series,
+            });
+        }
+        let expr = parse(query)?;
+        match expr.value_type() {
+            promql_parser::parser::value::ValueType::Vector | promql_parser::parser::value::ValueType::Scalar => {}
+            other => {
+                return Err(QueryError::Execution(format!(
+                    "invalid expression type \"{other}\" for range query, must be Scalar or instant Vector"
+                )));
+            }
+        }
+        let ev = Evaluator::new(self, storage, &expr, start_ms, end_ms);
+        let mut acc: BTreeMap<Labels, Vec<Sample>> = BTreeMap::new();
+        let mut t = start_ms;
+        while t <= end_ms {
+            match ev.eval(&expr, t)? {
+                Val::Scalar(value) => acc.entry(Labels::new()).or_default().push(Sample { t_ms: t, value }),
+                Val::Vector(v) => {
+                    for (labels, value) in finalize_vector(v)? {
+                        acc.entry(labels).or_default().push(Sample { t_ms: t, value });
+                    }
+                }
+                _ => {
+                    return Err(QueryError::Execution(
+                        "range query must return a scalar or an instant vector".into(),
+                    ));
+                }
+            }
+            t += step_ms;
+        }
+        Ok(Value::Matrix(
+            acc.into_iter()
+                .map(|(labels, samples)| Series { labels, samples })
+                .collect(),
+        ))
+    }
+}
+
+fn parse(query: &str) -> Result<Expr, QueryError> {
+    promql_parser::parser::parse(query).map_err(|message| QueryError::Parse {
+        message,
+        position: None,
+    })
+}
+
+/// Drops the metric names marked for removal and rejects duplicate label sets.
+fn finalize_vector(v: Vec<El>) -> Result<Vec<(Labels, f64)>, QueryError> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::with_capacity(v.len());
+    for el in v {
+        let labels = if el.drop_name {
+            el.labels.without_name()
+        } else {
+            el.labels
+        };
+        if !seen.insert(labels.clone()) {
+            return Err(exec("vector cannot contain metrics with the same labelset"));
+        }
+        out.push((labels, el.f));
+    }
+    Ok(out)
+}
+
+pub(crate) fn exec(msg: impl Into<String>) -> QueryError {
+    QueryError::Execution(msg.into())
+}
+
+/// One element of an instant vector during evaluation.
+#[derive(Debug, Clone)]
+pub(crate) struct El {
+    pub labels: Labels,
+    pub f: f64,
+    /// Timestamp of the underlying sample (for `timestamp()`); the evaluation time otherwise.
+    pub ts: i64,
+    /// Prometheus's delayed name removal: the name is dropped when the query returns.
+    pub drop_name: bool,
+}
+
+/// One series of a range vector during evaluation.
+#[derive(Debug, Clone)]
+pub(crate) struct RSeries {
+    pub labels: Labels,
+    pub samples: Vec<Sample>,
+    pub drop_name: bool,
+}
+
+/// An intermediate value.
+#[derive(Debug, Clone)]
+pub(crate) enum Val {
+    Scalar(f64),
+    Str(String),
+    Vector(Vec<El>),
+    Matrix(Vec<RSeries>),
+}
+
+/// A range vector argument with the window it was taken over (for extrapolation).
+pub(crate) struct MatrixArg {
+    pub series: Vec<RSeries>,
+    pub range_start: i64,
+    pub range_end: i64,
+    pub range_ms: i64,
+}
+
+pub(crate) struct Evaluator<'a> {
+    pub lookback_ms: i64,
+    pub default_step_ms: i64,
+    storage: &'a dyn Storage,
+    pub start: i64,
+    pub end: i64,
+    windows: HashMap<usize, (i64, i64)>,
+    cache: RefCell<HashMap<usize, Rc<Vec<Series>>>>,
+}
+
+pub(crate) fn dur_ms(d: &std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn offset_ms(o: &Option<Offset>) -> i64 {
+    match o {
+        None => 0,
+        Some(Offset::Pos(d)) => dur_ms(d),
+        Some(Offset::Neg(d)) => -dur_ms(d),
+    }
+}
+
+fn system_time_ms(t: &SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => dur_ms(&d),
+        Err(e) => -dur_ms(&e.duration()),
+    }
+}
+
+impl<'a> Evaluator<'a> {
+    fn new(engine: &Engine, storage: &'a dyn Storage, expr: &Expr, start: i64, end: i64) -> Self {
+        let mut ev = Self {
+            lookback_ms: engine.lookback_delta_ms,
+            default_step_ms: engine.default_subquery_step_ms,
+            storage,
+            start,
+            end,
+            windows: HashMap::new(),
+            cache: RefCell::new(HashMap::new()),
+        };
+        let mut windows = HashMap::new();
+        ev.find_windows(expr, start, end, &mut windows);
+        ev.windows = windows;
+        ev
+    }
+
+    fn at_ms(&self, at: &Option<AtModifier>) -> Option<i64> {
+        match at {
+            None => None,
+            Some(AtModifier::Start) => Some(self.start),
+            Some(AtModifier::End) => Some(self.end),
+            Some(AtModifier::At(t)) => Some(system_time_ms(t)),
+        }
+    }
+
+    /// Records, for every selector, the time window it may read when `expr` is evaluated at
+    /// times in `[lo, hi]`.
+    fn find_windows(&self, expr: &Expr, lo: i64, hi: i64, out: &mut HashMap<usize, (i64, i64)>) {
+        let mut add = |vs: &VectorSelector, range: i64| {
+            let off = offset_ms(&vs.offset);
+            let (l, h) = match self.at_ms(&vs.at) {
+                Some(a) => (a, a),
+                None => (lo, hi),
+            };
+            let key = std::ptr::from_ref(vs) as usize;
+            let w = (l - off - range, h - off);
+            let e = out.entry(key).or_insert(w);
+            *e = (e.0.min(w.0), e.1.max(w.1));
+        };
+        match expr {
+            Expr::VectorSelector(vs) => add(vs, self.lookback_ms),
+            Expr::MatrixSelector(ms) => add(&ms.vs, dur_ms(&ms.range)),
+            Expr::Subquery(sq) => {
+                let off = offset_ms(&sq.offset);
+                let (l, h) = match self.at_ms(&sq.at) {
+                    Some(a) => (a, a),
+                    None => (lo, hi),
+                };
+                self.find_windows(&sq.expr, l - off - dur_ms(&sq.range), h - off, out);
+            }
+            Expr::Aggregate(a) => {
+                self.find_windows(&a.expr, lo, hi, out);
+                if let Some(p) = &a.param {
+                    self.find_windows(p, lo, hi, out);
+                }
+            }
+            Expr::Unary(u) => self.find_windows(&u.expr, lo, hi, out),
+            Expr::Binary(b) => {
+                self.find_windows(&b.lhs, lo, hi, out);
+                self.find_windows(&b.rhs, lo, hi, out);
+            }
+            Expr::Paren(p) => self.find_windows(&p.expr, lo, hi, out),
+            Expr::Call(c) => {
+                for a in &c.args.args {
+                    self.find_windows(a, lo, hi, out);
+                }
+            }
+            Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
+        }
+    }
+
+    fn series_for(&self, vs: &VectorSelector) -> Result<Rc<Vec<Series>>, QueryError> {
+        let key = std::ptr::from_ref(vs) as usize;
+        if let Some(s) = self.cache.borrow().get(&key) {
+            return Ok(Rc::clone(s));
+        }
+        let (lo, hi) = self.windows.get(&key).copied().unwrap_or((i64::MIN, i64::MAX));
+        let mut groups: Vec<Vec<Matcher>> = Vec::new();
+        let base = convert_matchers(&vs.matchers.matchers, vs.name.as_deref())?;
+        if vs.matchers.or_matchers.is_empty() {
+            groups.push(base);
+        } else {
+            for g in &vs.matchers.or_matchers {
+                groups.push(convert_matchers(g, vs.name.as_deref())?);
+            }
+        }
+        let mut found: BTreeMap<Labels, Series> = BTreeMap::new();
+        for g in groups {
+            for s in self.storage.select(&g, lo, hi) {
+                found.entry(s.labels.clone()).or_insert(s);
+            }
+        }
+        let rc = Rc::new(found.into_values().collect::<Vec<_>>());
+        self.cache.borrow_mut().insert(key, Rc::clone(&rc));
+        Ok(rc)
+    }
+
+    pub fn eval(&self, expr: &Expr, t: i64) -> Result<Val, QueryError> {
+        match expr {
+            Expr::NumberLiteral(n) => Ok(Val::Scalar(n.val)),
+            Expr::StringLiteral(s) => Ok(Val::Str(s.val.clone())),
+            Expr::Paren(p) => self.eval(&p.expr, t),
+            Expr::Unary(u) => match self.eval(&u.expr, t)? {
+                Val::Scalar(f) => Ok(Val::Scalar(-f)),
+                Val::Vector(v) => Ok(Val::Vector(
+                    v.into_iter()
+                        .map(|e| El {
+                            f: -e.f,
+                            ts: t,
+                            drop_name: true,
+                            ..e
+                        })
+                        .collect(),
+                )),
+                _ => Err(exec("unary minus is only defined for scalars and instant vectors")),
+            },
+            Expr::VectorSelector(vs) => self.instant_selector(vs, t).map(Val::Vector),
+            Expr::MatrixSelector(_) | Expr::Subquery(_) => self.matrix_arg(expr, t).map(|m| Val::Matrix(m.series)),
+            Expr::Call(c) => functions::call(self, c, t),
+            Expr::Aggregate(a) => self.aggregate(a, t),
+            Expr::Binary(b) => self.binary(b, t),
+            Expr::Extension(_) => Err(exec("extension expressions are not supported")),
+        }
+    }
+
+    pub fn eval_scalar(&self, expr: &Expr, t: i64) -> Result<f64, QueryError> {
+        match self.eval(expr, t)? {
+            Val::Scalar(f) => Ok(f),
+            _ => Err(exec("expected a scalar argument")),
+        }
+    }
+
+    pub fn eval_vector(&self, expr: &Expr, t: i64) -> Result<Vec<El>, QueryError> {
+        match self.eval(expr, t)? {
+            Val::Vector(v) => Ok(v),
+            _ => Err(exec("expected an instant vector argument")),
+        }
+    }
+
+    fn instant_selector(&self, vs: &VectorSelector, t: i64) -> Result<Vec<El>, QueryError> {
+        let series = self.series_for(vs)?;
+        let reference = self.at_ms(&vs.at).unwrap_or(t) - offset_ms(&vs.offset);
+        let mut out = Vec::new();
+        for s in series.iter() {
+            let idx = s.samples.partition_point(|p| p.t_ms <= reference);
+            if idx == 0 {
+                continue;
+            }
+            let p = s.samples[idx - 1];
+            if p.t_ms <= reference - self.lookback_ms || is_stale_nan(p.value) {
+                continue;
+            }
+            out.push(El {
+                labels: s.labels.clone(),
+                f: p.value,
+                ts: p.t_ms,
+                drop_name: false,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Evaluates a matrix selector or a subquery (possibly in parentheses) at `t`.
+    pub fn matrix_arg(&self, expr: &Expr, t: i64) -> Result<MatrixArg, QueryError> {
+        match expr {
+            Expr::Paren(p) => self.matrix_arg(&p.expr, t),
+            Expr::MatrixSelector(ms) => {
+                let series = self.series_for(&ms.vs)?;
+                let range = dur_ms(&ms.range);
+                let end = self.at_ms(&ms.vs.at).unwrap_or(t) - offset_ms(&ms.vs.offset);
+                let start = end - range;
+                let mut out = Vec::new();
+                for s in series.iter() {
+                    let lo = s.samples.partition_point(|p| p.t_ms <= start);
+                    let hi = s.samples.partition_point(|p| p.t_ms <= end);
+                    let samples: Vec<Sample> = s.samples[lo..hi]
+                        .iter()
+                        .filter(|p| !is_stale_nan(p.value))
+                        .copied()
+                        .collect();
+                    if !samples.is_empty() {
+                        out.push(RSeries {
+                            labels: s.labels.clone(),
+                            samples,
+                            drop_name: false,
+                        });
+                    }
+                }
+                Ok(MatrixArg {
+                    series: out,
+                    range_start: start,
+                    range_end: end,
+                    range_ms: range,
+                })
+            }
+            Expr::Subquery(sq) => {
+                let range = dur_ms(&sq.range);
+                let step = sq.step.as_ref().map(dur_ms).unwrap_or(self.default_step_ms);
+                if step <= 0 {
+                    return Err(exec("subquery step must be positive"));
+                }
+                let end = self.at_ms(&sq.at).unwrap_or(t) - offset_ms(&sq.offset);
+                let start = end - range;
+                // The first step is the first multiple of `step` after the window's start.
+                let mut ts = step * (start / step);
+                if ts <= start {
+                    ts += step;
+                }
+                let mut acc: BTreeMap<Labels, RSeries> = BTreeMap::new();
+                while ts <= end {
+                    match self.eval(&sq.expr, ts)? {
+                        Val::Scalar(f) => {
+                            acc.entry(Labels::new())
+                                .or_insert_with(|| RSeries {
+                                    labels: Labels::new(),
+                                    samples: Vec::new(),
+                                    drop_name: false,
+                                })
+                                .samples
+                                .push(Sample { t_ms: ts, value: f });
+                        }
+                        Val::Vector(v) => {
+                            for el in v {
+                                let entry = acc.entry(el.labels.clone()).or_insert_with(|| RSeries {
+                                    labels: el.labels.clone(),
+                                    samples: Vec::new(),
+                                    drop_name: el.drop_name,
+                                });
+                                entry.samples.push(Sample { t_ms: ts, value: el.f });
+                            }
+                        }
+                        _ => return Err(exec("subquery must be of an instant vector or scalar")),
+                    }
+                    ts += step;
+                }
+                Ok(MatrixArg {
+                    series: acc.into_values().collect(),
+                    range_start: start,
+                    range_end: end,
+                    range_ms: range,
+                })
+            }
+            _ => Err(exec("expected a range vector argument")),
+        }
+    }
+
+    fn aggregate(&self, a: &AggregateExpr, t: i64) -> Result<Val, QueryError> {
+        let op = a.op.to_string();
+        let param = match &a.param {
+            Some(p) => Some(self.eval(p, t)?),
+            None => None,
+        };
+        let input = self.eval_vector(&a.expr, t)?;
+        aggregate::aggregate(&op, param, input, a.modifier.as_ref(), t).map(Val::Vector)
+    }
+
+    fn binary(&self, b: &BinaryExpr, t: i64) -> Result<Val, QueryError> {
+        let op = b.op.to_string();
+        let lhs = self.eval(&b.lhs, t)?;
+        let rhs = self.eval(&b.rhs, t)?;
+        let return_bool = b.modifier.as_ref().is_some_and(|m| m.return_bool);
+        if let Some(m) = &b.modifier
+            && (m.fill_values.lhs.is_some() || m.fill_values.rhs.is_some())
+        {
+            return Err(exec("fill modifiers are not supported"));
+        }
+        match (lhs, rhs) {
+            (Val::Scalar(l), Val::Scalar(r)) => {
+                if let Some(keep) = compare(&op, l, r) {
+                    Ok(Val::Scalar(if keep { 1.0 } else { 0.0 }))
+                } else {
+                    Ok(Val::Scalar(arith(&op, l, r)?))
+                }
+            }
+            (Val::Vector(v), Val::Scalar(s)) => vector_scalar(&op, v, s, false, return_bool, t).map(Val::Vector),
+            (Val::Scalar(s), Val::Vector(v)) => vector_scalar(&op, v, s, true, return_bool, t).map(Val::Vector),
+            (Val::Vector(l), Val::Vector(r)) => {
+                let matching = b.modifier.as_ref().and_then(|m| m.matching.as_ref());
+                let card = b
+                    .modifier
+                    .as_ref()
+                    .map(|m| m.card.clone())
+                    .unwrap_or(VectorMatchCardinality::OneToOne);
+                match op.as_str() {
+                    "and" | "or" | "unless" => Ok(Val::Vector(set_op(&op, l, r, matching))),
+                    _ => vector_vector(&op, l, r, matching, &card, return_bool, t).map(Val::Vector),
+                }
+            }
+            _ => Err(exec(format!(
+                "binary operator {op} is not defined for these operand types"
+            ))),
+        }
+    }
+}
+
+fn convert_matchers(ms: &[promql_parser::label::Matcher], name: Option<&str>) -> Result<Vec<Matcher>, QueryError> {
+    let mut out = Vec::with_capacity(ms.len() + 1);
+    if let Some(n) = name
+        && !ms.iter().any(|m| m.name == METRIC_NAME)
+    {
+        out.push(Matcher::equal(METRIC_NAME, n));
+    }
+    for m in ms {
+        let converted = match &m.op {
+            PMatchOp::Equal => Matcher::equal(&m.name, &m.value),
+            PMatchOp::NotEqual => Matcher {
+                name: m.name.clone(),
+                op: crate::labels::MatchOp::NotEqual,
+                value: m.value.clone(),
+            },
+            PMatchOp::Re(_) | PMatchOp::NotRe(_) => {
+                Matcher::regex(&m.name, &m.value, matches!(m.op, PMatchOp::NotRe(_)))
+                    .map_err(|e| exec(format!("invalid regular expression {:?}: {e}", m.value)))?
+            }
+        };
+        out.push(converted);
+    }
+    Ok(out)
+}
+
+/// Applies an arithmetic operator as Go's `math` does.
+pub(crate) fn arith(op: &str, l: f64, r: f64) -> Result<f64, QueryError> {
+    Ok(match op {
+        "+" => l + r,
+        "-" => l - r,
+        "*" => l * r,
+        "/" => l / r,
+        "%" => l % r,
+        "^" => l.powf(r),
+        "atan2" => l.atan2(r),
+        other => return Err(exec(format!("operator {other} not supported here"))),
+    })
+}
+
+/// Applies a comparison operator; `None` when `op` is not one.
+pub(crate) fn compare(op: &str, l: f64, r: f64) -> Option<bool> {
+    Some(match op {
+        "==" => l == r,
+        "!=" => l != r,
+        ">" => l > r,
+        "<" => l < r,
+        ">=" => l >= r,
+        "<=" => l <= r,
+        _ => return None,
+    })
+}
+
+fn is_comparison(op: &str) -> bool {
+    matches!(op, "==" | "!=" | ">" | "<" | ">=" | "<=")
+}
+
+fn vector_scalar(op: &str, v: Vec<El>, s: f64, swap: bool, return_bool: bool, t: i64) -> Result<Vec<El>, QueryError> {
+    let mut out = Vec::with_capacity(v.len());
+    for el in v {
+        let (l, r) = if swap { (s, el.f) } else { (el.f, s) };
+        if is_comparison(op) {
+            let keep = compare(op, l, r).unwrap_or(false);
+            if return_bool {
+                out.push(El {
+                    f: if keep { 1.0 } else { 0.0 },
+                    ts: t,
+                    drop_name: true,
+                    ..el
+                });
+            } else if keep {
+                out.push(El { ts: t, ..el });
+            }
+        } else {
+            let f = arith(op, l, r)?;
+            out.push(El {
+                f,
+                ts: t,
+                drop_name: true,
+                ..el
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The labels two elements are matched on.
+pub(crate) fn signature(labels: &Labels, matching: Option<&LabelModifier>) -> Labels {
+    match matching {
+        Some(LabelModifier::Include(on)) => labels.keep_only(&on.labels),
+        Some(LabelModifier::Exclude(ign)) => {
+            let mut l = labels.drop_names(&ign.labels);
+            l.remove(METRIC_NAME);
+            l
+        }
+        None => labels.without_name(),
+    }
+}
+
+fn set_op(op: &str, lhs: Vec<El>, rhs: Vec<El>, matching: Option<&LabelModifier>) -> Vec<El> {
+    match op {
+        "and" => {
+            let sigs: std::collections::HashSet<Labels> = rhs.iter().map(|e| signature(&e.labels, matching)).collect();
+            lhs.into_iter()
+                .filter(|e| sigs.contains(&signature(&e.labels, matching)))
+                .collect()
+        }
+        "unless" => {
+            let sigs: std::collections::HashSet<Labels> = rhs.iter().map(|e| signature(&e.labels, matching)).collect();
+            lhs.into_iter()
+                .filter(|e| !sigs.contains(&signature(&e.labels, matching)))
+                .collect()
+        }
+        _ => {
+            let sigs: std::collections::HashSet<Labels> = lhs.iter().map(|e| signature(&e.labels, matching)).collect();
+            let mut out = lhs;
+            out.extend(
+                rhs.into_iter()
+                    .filter(|e| !sigs.contains(&signature(&e.labels, matching))),
+            );
+            out
+        }
+    }
+}
+
+fn vector_vector(
+    op: &str,
+    lhs: Vec<El>,
+    rhs: Vec<El>,
+    matching: Option<&LabelModifier>,
+    card: &VectorMatchCardinality,
+    return_bool: bool,
+    t: i64,
+) -> Result<Vec<El>, QueryError> {
+    // The "many" side is iterated; for group_right that is the right-hand side.
+    let swapped = matches!(card, VectorMatchCardinality::OneToMany(_));
+    let (many, one) = if swapped { (rhs, lhs) } else { (lhs, rhs) };
+    let include: Vec<String> = match card {
+        VectorMatchCardinality::ManyToOne(l) | VectorMatchCardinality::OneToMany(l) => l.labels.clone(),
+        _ => Vec::new(),
+    };
+    let mut one_index: HashMap<Labels, usize> = HashMap::new();
+    for (i, e) in one.iter().enumerate() {
+        let sig = signature(&e.labels, matching);
+        if let Some(&j) = one_index.get(&sig) {
+            let side = if swapped { "left" } else { "right" };
+            return Err(exec(format!(
+                "found duplicate series for the match group {sig} on the {side} hand-side of the operation: [{}, {}];many-to-many matching not allowed: matching labels must be unique on one side",
+                one[j].labels, e.labels
+            )));
+        }
+        one_index.insert(sig, i);
+    }
+    let arithmetic = !is_comparison(op);
+    let mut matched: HashMap<Labels, std::collections::HashSet<Labels>> = HashMap::new();
+    let mut out = Vec::new();
+    let mut one_to_one_seen = std::collections::HashSet::new();
+    for m in many {
+        let sig = signature(&m.labels, matching);
+        let Some(&oi) = one_index.get(&sig) else {
+            continue;
+        };
+        let o = &one[oi];
+        // Matching must be unambiguous whatever a comparison filters out afterwards.
+        if matches!(card, VectorMatchCardinality::OneToOne) && !one_to_one_seen.insert(sig.clone()) {
+            return Err(exec(
+                "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)",
+            ));
+        }
+        let (fl, fr) = if swapped { (o.f, m.f) } else { (m.f, o.f) };
+        let value = if arithmetic {
+            arith(op, fl, fr)?
+        } else {
+            let keep = compare(op, fl, fr).unwrap_or(false);
+            if return_bool {
+                if keep { 1.0 } else { 0.0 }
+            } else if keep {
+                fl
+            } else {
+                continue;
+            }
+        };
+        let mut labels = m.labels.clone();
+        let mut drop_name = m.drop_name || arithmetic || return_bool;
+        if matches!(card, VectorMatchCardinality::OneToOne) {
+            labels = match matching {
+                Some(LabelModifier::Include(on)) => {
+                    if !on.labels.iter().any(|l| l == METRIC_NAME) {
+                        drop_name = false;
+                    }
+                    labels.keep_only(&on.labels)
+                }
+                Some(LabelModifier::Exclude(ign)) => labels.drop_names(&ign.labels),
+                None => labels,
+            };
+        }
+        for ln in &include {
+            match o.labels.get(ln) {
+                Some(v) => labels.set(ln.clone(), v.to_string()),
+                None => labels.remove(ln),
+            }
+        }
+        let key = if drop_name {
+            labels.without_name()
+        } else {
+            labels.clone()
+        };
+        let entry = matched.entry(sig);
+        match entry {
+            std::collections::hash_map::Entry::Occupied(mut e) => {
+                if !matches!(card, VectorMatchCardinality::OneToOne) && !e.get_mut().insert(key) {
+                    return Err(exec(
+                        "multiple matches for labels: grouping labels must ensure unique matches",
+                    ));
+                }
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(std::iter::once(key).collect());
+            }
+        }
+        out.push(El {
+            labels,
+            f: value,
+            ts: t,
+            drop_name,
+        });
+    }
+    Ok(out)
+}

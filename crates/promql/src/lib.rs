@@ -1,0 +1,28 @@
+//! A PromQL engine: parsing and evaluation of instant and range queries over samples that a
+//! [`Storage`] hands over, with no I/O of its own (no HTTP, no tokio, no files).
+//!
+//! The telemetry backend puts it behind the Prometheus HTTP API and feeds it from its scraper;
+//! the scenario criteria and the conformance suite call it directly.
+//!
+//! How the modules fit:
+//! - [`labels`]: label sets and matchers, the vocabulary of the storage boundary.
+//! - [`storage`]: the [`Storage`] trait (the one place samples come in), [`Series`],
+//!   staleness markers, and [`MemStorage`], a vector of series for tests.
+//! - [`value`]: query results ([`Value`]) and errors ([`QueryError`]).
+//! - `engine`: [`Engine`], which parses with the `promql-parser` crate and evaluates the AST
+//!   one timestamp at a time (selectors, subqueries, binary operators and vector matching).
+//! - `aggregate` and `functions`: aggregation operators and PromQL functions.
+#![forbid(unsafe_code)]
+
+mod aggregate;
+mod engine;
+mod functions;
+pub mod labels;
+pub mod storage;
+pub mod value;
+
+pub use engine::Engine;
+pub use functions::almost_equal;
+pub use labels::{Labels, MatchOp, Matcher};
+pub use storage::{MemStorage, STALE_NAN_BITS, Sample, Series, Storage, is_stale_nan, stale_nan};
+pub use value::{InstantSample, QueryError, Value};

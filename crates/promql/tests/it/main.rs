@@ -1,0 +1,5 @@
+//! Integration tests of `observastack-promql`: Prometheus's own PromQL test scripts.
+
+mod conformance;
+mod matching;
+mod script;
