@@ -1,0 +1,2 @@
+-- Planner statistics for the seeded tables (SQLite twin of migrations/postgres).
+ANALYZE;
