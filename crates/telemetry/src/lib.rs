@@ -19,8 +19,10 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod exposition;
 pub mod logs;
 pub mod otlp;
+pub mod prom_api;
 pub mod traces;
 
 pub use api::api_router;

@@ -1,0 +1,1 @@
+//! Parsing the Prometheus text exposition format and OpenMetrics (with exemplars).

@@ -1,0 +1,1 @@
+//! The Prometheus HTTP API (`/api/v1/...`) over the metrics store.
