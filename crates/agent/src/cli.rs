@@ -33,6 +33,10 @@ pub struct AgentArgs {
     /// OTLP/HTTP endpoint to export traces to, e.g. http://127.0.0.1:4318.
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
+    /// Base URL of the observability backend to forward captured lines to
+    /// (`POST {url}/api/logs/ingest`), e.g. http://127.0.0.1:9090.
+    #[arg(long)]
+    pub forward_logs: Option<String>,
 }
 
 /// Runs the agent as a process: telemetry, the listener, the spec, then [`run`] until SIGTERM
@@ -54,6 +58,7 @@ pub async fn run_cli(args: AgentArgs) -> anyhow::Result<()> {
         log_dir: args.log_dir,
         stop_grace: Duration::from_millis(args.stop_grace_ms),
         admin_token: args.admin_token,
+        forward_logs: args.forward_logs,
     };
     run(listener, settings, observastack_common::shutdown_token()).await
 }

@@ -31,6 +31,7 @@
 mod api;
 mod cli;
 mod events;
+mod forward;
 mod logs;
 mod procfs;
 mod spec;
@@ -68,6 +69,9 @@ pub struct AgentSettings {
     pub stop_grace: Duration,
     /// If set, the control routes require `Authorization: Bearer <token>`.
     pub admin_token: Option<String>,
+    /// If set, captured lines are also sent to this observability backend's log store
+    /// (`POST {url}/api/logs/ingest`).
+    pub forward_logs: Option<String>,
 }
 
 impl Default for AgentSettings {
@@ -78,6 +82,7 @@ impl Default for AgentSettings {
             log_dir: None,
             stop_grace: DEFAULT_STOP_GRACE,
             admin_token: None,
+            forward_logs: None,
         }
     }
 }

@@ -172,6 +172,8 @@ pub(crate) struct Capture {
     /// Ends the capture of pipes that stay open after every child is gone (a grandchild that
     /// left the process group still holding them).
     pub cancel: CancellationToken,
+    /// Where lines are forwarded to the observability backend, if anywhere.
+    pub forward: Option<mpsc::Sender<LogLine>>,
 }
 
 impl Capture {
@@ -206,12 +208,17 @@ impl Capture {
             }
             // Counted before it is visible in the buffer, so the counter is never behind `/logs`.
             self.events.log_line(&process, stream);
-            let dropped = self.buffer.push(LogLine {
+            let captured = LogLine {
                 time_ms: observastack_common::now_millis(),
                 process: process.clone(),
                 stream,
                 line: String::from_utf8_lossy(&line).into_owned(),
-            });
+            };
+            if let Some(forward) = &self.forward {
+                // A full queue drops the line for the backend only; capture never waits on it.
+                let _ = forward.try_send(captured.clone());
+            }
+            let dropped = self.buffer.push(captured);
             if dropped {
                 self.events.log_line_dropped();
             }

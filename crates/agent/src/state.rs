@@ -234,10 +234,15 @@ impl AgentState {
                 .await
                 .with_context(|| format!("Failed to create the log directory {}", dir.display()))?;
         }
+        let forward = settings
+            .forward_logs
+            .as_deref()
+            .map(|url| crate::forward::spawn(url, &capture_tracker, capture_cancel.clone()));
         let capture = Capture {
             buffer: Arc::new(LogBuffer::new(settings.log_capacity)),
             events: events.clone(),
             cancel: capture_cancel.clone(),
+            forward,
         };
 
         let supervisors = TaskTracker::new();

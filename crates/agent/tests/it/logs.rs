@@ -125,3 +125,52 @@ async fn the_child_gets_its_arguments_and_environment() {
     .await;
     agent.shut_down().await;
 }
+
+#[tokio::test]
+async fn lines_are_forwarded_to_the_backend_as_ndjson() {
+    use std::sync::{Arc, Mutex};
+    let received: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let store = received.clone();
+    let backend = axum::Router::new().route(
+        "/api/logs/ingest",
+        axum::routing::post(move |body: String| {
+            let store = store.clone();
+            async move {
+                let mut store = store.lock().unwrap();
+                store.extend(
+                    body.lines()
+                        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()),
+                );
+                "{}"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, backend).await });
+
+    let agent = spawn_agent_with(AgentSettings {
+        processes: vec![sh("chatty", "echo '{\"level\":\"info\"}'; echo oops >&2; sleep 100")],
+        forward_logs: Some(url),
+        stop_grace: Duration::from_millis(500),
+        ..AgentSettings::default()
+    })
+    .await;
+    let got = eventually("both lines at the backend", || {
+        let received = received.clone();
+        async move {
+            let got = received.lock().unwrap().clone();
+            (got.len() == 2).then_some(got)
+        }
+    })
+    .await;
+    for record in &got {
+        assert_eq!(record["service"], "chatty");
+        assert!(record["time_ms"].as_i64().is_some_and(|t| t > 0));
+    }
+    let stderr = got.iter().find(|r| r["stream"] == "stderr").unwrap();
+    assert_eq!(stderr["line"], "oops");
+    let stdout = got.iter().find(|r| r["stream"] == "stdout").unwrap();
+    assert_eq!(stdout["line"], "{\"level\":\"info\"}");
+    agent.shut_down().await;
+}
