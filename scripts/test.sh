@@ -29,6 +29,18 @@ if ! pg_ready; then
 fi
 export OBSERVASTACK_TEST_PG="$pg_url"
 
+# --- Prometheus: the differential test runs the real one beside the embedded backend.
+if ! command -v prometheus >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    say "installing Prometheus (Debian package) for the differential test"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null
+  else
+    echo "error: the differential test needs Prometheus. Install it with:  sudo apt-get install -y prometheus" >&2
+    echo "or set OBSERVASTACK_PROMETHEUS to a prometheus binary." >&2
+    exit 1
+  fi
+fi
+
 say "rustfmt and clippy"
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 cargo fmt --all -- --check

@@ -23,6 +23,8 @@ enum Command {
     Agent(observastack_agent::AgentArgs),
     /// Run the load generator: simulated users of the shop.
     Loadgen(observastack_loadgen::LoadgenArgs),
+    /// Run the embedded observability backend: scraper, PromQL API, traces and logs.
+    Telemetry(observastack_telemetry::TelemetryArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -36,6 +38,7 @@ fn main() -> anyhow::Result<()> {
             Command::Sut(command) => observastack_sut::run_cli(command).await,
             Command::Agent(args) => observastack_agent::run_cli(args).await,
             Command::Loadgen(args) => observastack_loadgen::run_cli(args).await,
+            Command::Telemetry(args) => observastack_telemetry::run_cli(args).await,
         }
     })
 }

@@ -2,8 +2,8 @@
 //!
 //! `up` composes the separately runnable components into a lab: it takes the data directory's
 //! lock (one lab per data directory), checks every port before starting anything, picks the
-//! database, starts the control agent (which starts and supervises the SUT services) and the
-//! load generator as child processes, waits until every component is ready, prints the URLs
+//! database, starts the embedded observability backend, the control agent (which starts and
+//! supervises the SUT services) and the load generator as child processes, waits until every component is ready, prints the URLs
 //! grouped by network path, and on Ctrl-C or SIGTERM stops them all, leaving no process behind.
 //! The running lab is described in `state.json` in the data directory, which `status` reads
 //! ([`state`]); `status` then asks each component whether it is ready.

@@ -52,10 +52,17 @@ pub struct UpArgs {
     /// Load generator API.
     #[arg(long, default_value_t = 8300)]
     pub loadgen_port: u16,
+    /// Prometheus-compatible query API of the embedded observability backend (also its trace
+    /// and log APIs).
+    #[arg(long, default_value_t = 9090)]
+    pub prometheus_port: u16,
+    /// OTLP/HTTP trace receiver of the embedded backend.
+    #[arg(long, default_value_t = 4318)]
+    pub otlp_port: u16,
     /// Simulated user requests per second at start.
     #[arg(long, default_value_t = 10.0)]
     pub rate: f64,
-    /// OTLP/HTTP base URL every component exports traces to (none: no export).
+    /// OTLP/HTTP base URL every component exports traces to (default: the embedded backend).
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
     /// How long to wait for every component to become ready (seconds).
@@ -64,8 +71,10 @@ pub struct UpArgs {
 }
 
 impl UpArgs {
-    fn ports(&self) -> [(u16, &'static str, &'static str); 7] {
+    fn ports(&self) -> [(u16, &'static str, &'static str); 9] {
         [
+            (self.prometheus_port, "--prometheus-port", "Prometheus-compatible API"),
+            (self.otlp_port, "--otlp-port", "OTLP/HTTP receiver"),
             (self.gateway_port, "--gateway-port", "gateway user path"),
             (self.orders_port, "--orders-port", "orders API"),
             (self.gateway_admin_port, "--gateway-admin-port", "gateway admin"),
@@ -74,6 +83,11 @@ impl UpArgs {
             (self.agent_port, "--agent-port", "agent API"),
             (self.loadgen_port, "--loadgen-port", "load generator API"),
         ]
+    }
+
+    /// Where traces go: `--otlp-endpoint`, else the embedded backend's receiver.
+    fn otlp(&self) -> String {
+        self.otlp_endpoint.clone().unwrap_or_else(|| url(self.otlp_port))
     }
 }
 
@@ -110,12 +124,33 @@ pub async fn run_up(args: UpArgs) -> anyhow::Result<()> {
     .with_context(|| format!("Failed to write {}", spec_path.display()))?;
 
     let logs = data_dir.join("logs");
+    let mut telemetry_cmd = child_command(&exe, &logs, "telemetry")?;
+    telemetry_cmd.args([
+        "telemetry",
+        "--listen",
+        &addr(args.prometheus_port),
+        "--otlp-listen",
+        &addr(args.otlp_port),
+    ]);
+    for (job, port) in [
+        ("gateway", args.gateway_admin_port),
+        ("orders", args.orders_admin_port),
+        ("worker", args.worker_admin_port),
+        ("agent", args.agent_port),
+        ("loadgen", args.loadgen_port),
+    ] {
+        telemetry_cmd
+            .arg("--target")
+            .arg(format!("{job}={}/metrics", url(port)));
+    }
     let mut agent_cmd = child_command(&exe, &logs, "agent")?;
     agent_cmd
         .args(["agent", "--listen", &addr(args.agent_port), "--spec"])
         .arg(&spec_path)
         .arg("--log-dir")
-        .arg(&logs);
+        .arg(&logs)
+        .arg("--forward-logs")
+        .arg(url(args.prometheus_port));
     let mut loadgen_cmd = child_command(&exe, &logs, "loadgen")?;
     loadgen_cmd.args([
         "loadgen",
@@ -127,11 +162,15 @@ pub async fn run_up(args: UpArgs) -> anyhow::Result<()> {
         &args.rate.to_string(),
     ]);
     for cmd in [&mut agent_cmd, &mut loadgen_cmd] {
-        if let Some(otlp) = &args.otlp_endpoint {
-            cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", otlp);
-        }
+        cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", args.otlp());
     }
     let mut children = Children {
+        // The backend first, so the first spans and log lines have somewhere to go.
+        telemetry: Some(
+            telemetry_cmd
+                .spawn()
+                .context("Failed to start the observability backend")?,
+        ),
         agent: Some(agent_cmd.spawn().context("Failed to start the agent")?),
         loadgen: Some(loadgen_cmd.spawn().context("Failed to start the load generator")?),
     };
@@ -200,10 +239,10 @@ fn check_ports(args: &UpArgs) -> anyhow::Result<()> {
 }
 
 fn sut_processes(args: &UpArgs, exe: &Path, data_dir: &Path, database_url: &str) -> Vec<ProcessSpec> {
-    let mut env = BTreeMap::from([("DATABASE_URL".to_owned(), database_url.to_owned())]);
-    if let Some(otlp) = &args.otlp_endpoint {
-        env.insert("OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(), otlp.clone());
-    }
+    let env = BTreeMap::from([
+        ("DATABASE_URL".to_owned(), database_url.to_owned()),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(), args.otlp()),
+    ]);
     let data = data_dir.display().to_string();
     let spec = |name: &str, args: Vec<String>| ProcessSpec {
         name: name.to_owned(),
@@ -304,6 +343,19 @@ fn components(args: &UpArgs, children: &Children) -> Vec<Component> {
         sut("gateway", args.gateway_admin_port, Some(args.gateway_port)),
         sut("orders", args.orders_admin_port, None),
         sut("worker", args.worker_admin_port, None),
+        {
+            let mut telemetry = own(
+                "telemetry",
+                args.prometheus_port,
+                children.telemetry.as_ref().and_then(Child::id),
+            );
+            telemetry.endpoints.remove("control");
+            telemetry
+                .endpoints
+                .insert("prometheus".to_owned(), url(args.prometheus_port));
+            telemetry.endpoints.insert("otlp".to_owned(), url(args.otlp_port));
+            telemetry
+        },
         own("agent", args.agent_port, children.agent.as_ref().and_then(Child::id)),
         own(
             "loadgen",
@@ -384,7 +436,15 @@ fn print_urls(state: &LabState, data_dir: &Path, elapsed: Duration) {
             endpoint(&c.name, "metrics")
         );
     }
-    println!("  {:<24} {}/logs", "captured logs", endpoint("agent", "control"));
+    let prometheus = endpoint("telemetry", "prometheus");
+    println!("  {:<24} {prometheus}/api/v1/query?query=up", "Prometheus API");
+    println!("  {:<24} {prometheus}/api/traces", "trace search");
+    println!("  {:<24} {prometheus}/api/logs", "log search");
+    println!(
+        "  {:<24} {}/v1/traces",
+        "OTLP/HTTP receiver",
+        endpoint("telemetry", "otlp")
+    );
     println!();
     println!(
         "Logs are in {}. `observastack status` shows health. Press Ctrl-C to stop.",
@@ -406,13 +466,18 @@ async fn wait_for_stop(children: &mut Children) -> anyhow::Result<()> {
 }
 
 struct Children {
+    telemetry: Option<Child>,
     agent: Option<Child>,
     loadgen: Option<Child>,
 }
 
 impl Children {
     fn check_alive(&mut self) -> anyhow::Result<()> {
-        for (name, child) in [("agent", &mut self.agent), ("load generator", &mut self.loadgen)] {
+        for (name, child) in [
+            ("observability backend", &mut self.telemetry),
+            ("agent", &mut self.agent),
+            ("load generator", &mut self.loadgen),
+        ] {
             if let Some(c) = child
                 && let Some(status) = c.try_wait()?
             {
@@ -424,9 +489,13 @@ impl Children {
     }
 
     /// Stops the load first (no traffic into a stopping SUT), then the agent, which stops the
-    /// SUT it supervises. SIGTERM, a grace period, then SIGKILL of the whole process group.
+    /// SUT it supervises, then the backend (last, so it sees the end). SIGTERM, a grace period,
+    /// then SIGKILL of the whole process group.
     async fn stop(&mut self) {
-        for child in [self.loadgen.take(), self.agent.take()].into_iter().flatten() {
+        for child in [self.loadgen.take(), self.agent.take(), self.telemetry.take()]
+            .into_iter()
+            .flatten()
+        {
             stop_child(child, Duration::from_secs(15)).await;
         }
     }

@@ -154,10 +154,129 @@ impl Engine {
 }
 
 fn parse(query: &str) -> Result<Expr, QueryError> {
-    promql_parser::parser::parse(query).map_err(|message| QueryError::Parse {
+    promql_parser::parser::parse(query).map_err(|message| parse_error(query, message))
+}
+
+/// The lexer errors that promql-parser raises on reaching the end of the input, where
+/// Prometheus reports them too.
+const END_OF_INPUT_ERRORS: [&str; 6] = [
+    "unclosed left parenthesis",
+    "unexpected end of input inside braces",
+    "unexpected end of input inside brackets",
+    "'!' can not be at the end",
+    "escape sequence not terminated",
+    "unterminated quoted string",
+];
+
+/// Queries longer than this get no computed error position (the search below is quadratic).
+const MAX_POSITION_SEARCH_BYTES: usize = 4096;
+
+/// Turns a promql-parser error (a plain string) into a [`QueryError::Parse`] with a position
+/// where one can be found.
+///
+/// promql-parser reports no positions, so for a lexer error the position is that of the
+/// character at which the shortest failing prefix of the query fails the same way, and the
+/// end of the input for the errors raised there. Grammar errors (which promql-parser reports
+/// as "invalid promql query") carry no position.
+fn parse_error(query: &str, message: String) -> QueryError {
+    let offset = if message.starts_with("no expression found in input") {
+        Some(0)
+    } else if promql_parser::parser::lexer(query).is_ok() {
+        None
+    } else if END_OF_INPUT_ERRORS.iter().any(|m| message.starts_with(m)) {
+        Some(query.len())
+    } else if query.len() <= MAX_POSITION_SEARCH_BYTES {
+        query
+            .char_indices()
+            .find(|(i, c)| {
+                let prefix = &query[..i + c.len_utf8()];
+                matches!(promql_parser::parser::lexer(prefix), Err(e) if e == message)
+            })
+            .map(|(i, _)| i)
+    } else {
+        None
+    };
+    QueryError::Parse {
+        position: offset.map(|o| line_column(query, o)),
         message,
-        position: None,
-    })
+    }
+}
+
+/// The 1-based line and column of byte `offset`, counted as Prometheus counts them (the column
+/// in bytes from the last line break).
+fn line_column(query: &str, offset: usize) -> (usize, usize) {
+    let before = &query.as_bytes()[..offset.min(query.len())];
+    let line = 1 + before.iter().filter(|b| **b == b'\n').count();
+    let column = match before.iter().rposition(|b| *b == b'\n') {
+        Some(nl) => offset - nl,
+        None => offset + 1,
+    };
+    (line, column)
+}
+
+/// Parses a series selector (`up{job="api"}`, as in the `match[]` parameter of the
+/// Prometheus API) into the matchers a [`Storage`] takes, the metric name included.
+pub fn parse_selector(selector: &str) -> Result<Vec<Matcher>, QueryError> {
+    let not_selector = || QueryError::Parse {
+        message: format!("expected a series selector such as up{{job=\"api\"}}, found {selector:?}"),
+        position: Some((1, 1)),
+    };
+    match parse(selector)? {
+        Expr::VectorSelector(vs) if vs.offset.is_none() && vs.at.is_none() => {
+            if !vs.matchers.or_matchers.is_empty() {
+                return Err(not_selector());
+            }
+            convert_matchers(&vs.matchers.matchers, vs.name.as_deref()).map_err(|e| QueryError::Parse {
+                message: e.to_string(),
+                position: None,
+            })
+        }
+        _ => Err(not_selector()),
+    }
+}
+
+/// The matcher sets of every series selector in `query` (plain or inside a range selector),
+/// in the order they appear; a selector with `or` alternatives gives one set per alternative.
+/// This is Prometheus's `parser.ExtractSelectors`, used to find a query's exemplars.
+pub fn extract_selectors(query: &str) -> Result<Vec<Vec<Matcher>>, QueryError> {
+    fn walk(expr: &Expr, out: &mut Vec<Vec<Matcher>>) -> Result<(), QueryError> {
+        let vs = match expr {
+            Expr::VectorSelector(vs) => vs,
+            Expr::MatrixSelector(ms) => &ms.vs,
+            Expr::Aggregate(a) => {
+                if let Some(p) = &a.param {
+                    walk(p, out)?;
+                }
+                return walk(&a.expr, out);
+            }
+            Expr::Unary(u) => return walk(&u.expr, out),
+            Expr::Binary(b) => {
+                walk(&b.lhs, out)?;
+                return walk(&b.rhs, out);
+            }
+            Expr::Paren(p) => return walk(&p.expr, out),
+            Expr::Subquery(sq) => return walk(&sq.expr, out),
+            Expr::Call(c) => {
+                for a in &c.args.args {
+                    walk(a, out)?;
+                }
+                return Ok(());
+            }
+            Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => return Ok(()),
+        };
+        if vs.matchers.or_matchers.is_empty() {
+            out.push(convert_matchers(&vs.matchers.matchers, vs.name.as_deref())?);
+        } else {
+            for g in &vs.matchers.or_matchers {
+                out.push(convert_matchers(g, vs.name.as_deref())?);
+            }
+        }
+        Ok(())
+    }
+    let expr = parse(query)?;
+    let mut out = Vec::new();
+    walk(&expr, &mut out)?;
+    Ok(out)
 }
 
 /// Drops the metric names marked for removal and rejects duplicate label sets.
@@ -770,4 +889,41 @@ fn vector_vector(
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn position(query: &str) -> Option<(usize, usize)> {
+        match parse(query) {
+            Err(QueryError::Parse { position, message }) => {
+                eprintln!("{query:?}: {position:?} {message}");
+                position
+            }
+            other => panic!("{query:?} parsed: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn lexer_errors_carry_their_position() {
+        assert_eq!(position("up{a=\"b\"} $ 1"), Some((1, 11)));
+        assert_eq!(position("sum(rate(x[5m])"), Some((1, 16)));
+        assert_eq!(position("a +\n  b)"), Some((2, 4)));
+        assert_eq!(position(""), Some((1, 1)));
+        assert_eq!(position("1 +"), None);
+        assert_eq!(position("foo bar"), None);
+        assert_eq!(position("foo{"), Some((1, 5)));
+    }
+
+    #[test]
+    fn selectors() {
+        let m = parse_selector(r#"up{job=~"a.*"}"#).unwrap();
+        assert_eq!(m.len(), 2);
+        assert!(parse_selector("rate(up[5m])").is_err());
+        assert!(parse_selector("up{").is_err());
+        let sets = extract_selectors(r#"sum(rate(a[5m])) / on() b{x="y"} + 1"#).unwrap();
+        let names: Vec<_> = sets.iter().map(|s| s[0].value.clone()).collect();
+        assert_eq!(names, ["a", "b"]);
+    }
 }

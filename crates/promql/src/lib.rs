@@ -21,7 +21,7 @@ pub mod labels;
 pub mod storage;
 pub mod value;
 
-pub use engine::Engine;
+pub use engine::{Engine, extract_selectors, parse_selector};
 pub use functions::almost_equal;
 pub use labels::{Labels, MatchOp, Matcher};
 pub use storage::{MemStorage, STALE_NAN_BITS, Sample, Series, Storage, is_stale_nan, stale_nan};

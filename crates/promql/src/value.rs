@@ -40,8 +40,9 @@ pub enum Value {
 /// Why a query failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum QueryError {
-    /// The query does not parse (Prometheus's `bad_data`).
-    #[error("{message}")]
+    /// The query does not parse (Prometheus's `bad_data`). Displayed as Prometheus words it:
+    /// `1:5: parse error: <message>`, without the position when none is known.
+    #[error("{}parse error: {message}", position.map(|(l, c)| format!("{l}:{c}: ")).unwrap_or_default())]
     Parse {
         /// The parser's message.
         message: String,
@@ -82,6 +83,15 @@ fn thousands(n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parse_errors_read_like_prometheus() {
+        let e = QueryError::Parse {
+            message: "unexpected character: '$'".into(),
+            position: Some((1, 5)),
+        };
+        assert_eq!(e.to_string(), "1:5: parse error: unexpected character: '$'");
+    }
 
     #[test]
     fn too_many_points_message_matches_prometheus() {

@@ -55,7 +55,7 @@ fn alive(pid: i64) -> bool {
 async fn up_runs_the_lab_and_leaves_nothing_after_sigterm() {
     let db = fresh_pg_database().await;
     let dir = TempDir::new("up");
-    let ports = free_ports(7);
+    let ports = free_ports(9);
     let mut up = Command::new(exe())
         .args(["up", "--data-dir", dir.path(), "--rate", "5"])
         .args(port_args(&ports))
@@ -88,7 +88,7 @@ async fn up_runs_the_lab_and_leaves_nothing_after_sigterm() {
     let status = status_json(dir.path());
     let components = status["components"].as_array().unwrap();
     let names: Vec<&str> = components.iter().map(|c| c["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["gateway", "orders", "worker", "agent", "loadgen"]);
+    assert_eq!(names, ["gateway", "orders", "worker", "telemetry", "agent", "loadgen"]);
     for c in components {
         assert_eq!(c["healthy"], true, "{c}");
         assert!(c["pid"].as_i64().is_some_and(alive), "{c}");
@@ -104,10 +104,10 @@ async fn up_runs_the_lab_and_leaves_nothing_after_sigterm() {
         .output()
         .unwrap();
     let table = String::from_utf8_lossy(&plain.stdout);
-    assert!(table.starts_with("NAME") && table.lines().count() == 6, "{table}");
+    assert!(table.starts_with("NAME") && table.lines().count() == 7, "{table}");
 
     // Simulated users are being served.
-    let loadgen = components[4]["endpoints"]["control"].as_str().unwrap().to_owned();
+    let loadgen = components[5]["endpoints"]["control"].as_str().unwrap().to_owned();
     eventually("successful simulated requests", Duration::from_secs(20), || {
         let url = format!("{loadgen}/metrics");
         async move {
@@ -117,8 +117,40 @@ async fn up_runs_the_lab_and_leaves_nothing_after_sigterm() {
     })
     .await;
 
+    // The embedded backend scrapes every component, receives the traces and gets the logs.
+    let telemetry = &components[3];
+    let prometheus = telemetry["endpoints"]["prometheus"].as_str().unwrap().to_owned();
+    assert!(telemetry["endpoints"]["otlp"].as_str().is_some(), "{telemetry}");
+    eventually("every target up in the Prometheus API", Duration::from_secs(30), || {
+        let url = format!("{prometheus}/api/v1/query?query=sum(up)");
+        async move {
+            let (_, v) = send_json(Method::GET, &url, json!(null)).await;
+            (v["data"]["result"][0]["value"][1] == "6").then_some(())
+        }
+    })
+    .await;
+    eventually("traces from the gateway", Duration::from_secs(30), || {
+        let url = format!("{prometheus}/api/traces?service=gateway");
+        async move {
+            let (_, v) = send_json(Method::GET, &url, json!(null)).await;
+            v["traces"].as_array().is_some_and(|t| !t.is_empty()).then_some(())
+        }
+    })
+    .await;
+    eventually("the orders service's log lines", Duration::from_secs(30), || {
+        let url = format!("{prometheus}/api/logs?service=orders&limit=5");
+        async move {
+            let (_, v) = send_json(Method::GET, &url, json!(null)).await;
+            v["lines"]
+                .as_array()
+                .is_some_and(|l| l.iter().any(|l| l["trace_id"].is_string()))
+                .then_some(())
+        }
+    })
+    .await;
+
     // The agent restarts a SUT process killed with SIGKILL…
-    let agent = components[3]["endpoints"]["control"].as_str().unwrap().to_owned();
+    let agent = components[4]["endpoints"]["control"].as_str().unwrap().to_owned();
     let old_pid = components[1]["pid"].as_i64().unwrap();
     let (code, answer) = send_json(
         Method::POST,
@@ -211,7 +243,7 @@ async fn up_runs_the_lab_and_leaves_nothing_after_sigterm() {
 fn up_refuses_a_port_in_use_and_names_the_flag() {
     let dir = TempDir::new("busy");
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let mut ports = free_ports(7);
+    let mut ports = free_ports(9);
     ports[0] = busy.local_addr().unwrap().port();
     let out = Command::new(exe())
         .args(["up", "--data-dir", dir.path()])

@@ -1,0 +1,227 @@
+//! `observastack telemetry`: the embedded backend as one process.
+//!
+//! One listener on the observability path (default 9090) serves the Prometheus HTTP API over
+//! the scraped metrics, the trace and log APIs, and the process's own `/metrics`, `/healthz`,
+//! `/readyz`; a second (default 4318) receives OTLP/HTTP traces.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use observastack_common::http::{Readiness, health_routes};
+use observastack_promql::{Engine, Labels, Matcher, Storage};
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+
+use crate::prom_api::{self, MetricsBackend, StoredExemplar, TargetStatus};
+use crate::scrape::{self, Health, Target, Targets};
+use crate::tsdb::{Tsdb, TsdbLimits};
+use crate::{LogLimits, LogStore, OtlpLimits, TraceLimits, TraceStore, api_router, otlp_router};
+
+/// `observastack telemetry` arguments.
+#[derive(clap::Args, Debug, Clone)]
+pub struct TelemetryArgs {
+    /// Prometheus-compatible API, trace and log APIs, own metrics.
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    pub listen: SocketAddr,
+    /// OTLP/HTTP trace receiver.
+    #[arg(long, default_value = "127.0.0.1:4318")]
+    pub otlp_listen: SocketAddr,
+    /// A scrape target as JOB=URL (repeatable), e.g. orders=http://127.0.0.1:8101/metrics.
+    #[arg(long = "target", value_name = "JOB=URL", value_parser = Target::parse)]
+    pub targets: Vec<Target>,
+    /// Scrape interval in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub scrape_interval_ms: u64,
+    /// How long samples are kept, in seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub retention_s: u64,
+    /// The most samples kept in memory (16 bytes each).
+    #[arg(long, default_value_t = 8_000_000)]
+    pub max_samples: usize,
+}
+
+/// The metrics side of the backend: the store and the scrape targets.
+pub struct Backend {
+    tsdb: Arc<Tsdb>,
+    targets: Targets,
+    interval: Duration,
+}
+
+impl MetricsBackend for Backend {
+    fn storage(&self) -> &dyn Storage {
+        self.tsdb.as_ref()
+    }
+
+    fn series(&self, matcher_sets: &[Vec<Matcher>], start_ms: i64, end_ms: i64) -> Vec<Labels> {
+        self.tsdb.series_labels(matcher_sets, start_ms, end_ms)
+    }
+
+    fn label_names(&self, matcher_sets: &[Vec<Matcher>], start_ms: i64, end_ms: i64) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .tsdb
+            .series_labels(matcher_sets, start_ms, end_ms)
+            .iter()
+            .flat_map(|l| l.iter().map(|(k, _)| k.to_owned()).collect::<Vec<_>>())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    fn label_values(&self, name: &str, matcher_sets: &[Vec<Matcher>], start_ms: i64, end_ms: i64) -> Vec<String> {
+        let mut values: Vec<String> = self
+            .tsdb
+            .series_labels(matcher_sets, start_ms, end_ms)
+            .iter()
+            .filter_map(|l| l.get(name).map(str::to_owned))
+            .collect();
+        values.sort();
+        values.dedup();
+        values
+    }
+
+    fn targets(&self) -> Vec<TargetStatus> {
+        self.targets
+            .snapshot()
+            .into_iter()
+            .map(|s| TargetStatus {
+                labels: Labels::from_pairs([("job", s.target.job.clone()), ("instance", s.target.instance())]),
+                instance: s.target.instance(),
+                job: s.target.job.clone(),
+                scrape_url: s.target.url.clone(),
+                health: match s.health {
+                    Health::Up => prom_api::Health::Up,
+                    Health::Down => prom_api::Health::Down,
+                    Health::Unknown => prom_api::Health::Unknown,
+                },
+                last_error: s.last_error,
+                last_scrape_ms: s.last_scrape_ms,
+                last_scrape_duration_s: s.last_duration.as_secs_f64(),
+                scrape_interval_s: self.interval.as_secs_f64(),
+            })
+            .collect()
+    }
+
+    fn exemplars(&self, matchers: &[Matcher], start_ms: i64, end_ms: i64) -> Vec<(Labels, Vec<StoredExemplar>)> {
+        self.tsdb
+            .exemplars(matchers, start_ms, end_ms)
+            .into_iter()
+            .map(|(labels, exemplars)| {
+                let stored = exemplars
+                    .into_iter()
+                    .map(|e| StoredExemplar {
+                        labels: e.labels,
+                        value: e.value,
+                        timestamp_ms: e.t_ms,
+                    })
+                    .collect();
+                (labels, stored)
+            })
+            .collect()
+    }
+
+    fn now_ms(&self) -> i64 {
+        observastack_common::now_millis()
+    }
+}
+
+/// A started backend: where it listens.
+pub struct Running {
+    /// The Prometheus-compatible API (and trace/log APIs).
+    pub addr: SocketAddr,
+    /// The OTLP/HTTP receiver.
+    pub otlp_addr: SocketAddr,
+    tasks: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl Running {
+    /// Runs until shutdown and every listener has drained.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        for task in self.tasks {
+            task.await
+                .context("a listener task panicked")?
+                .context("a listener failed")?;
+        }
+        Ok(())
+    }
+}
+
+/// Binds both listeners, starts scraping, and serves until `shutdown`.
+pub async fn start(args: TelemetryArgs, shutdown: CancellationToken) -> anyhow::Result<Running> {
+    let listener = observastack_common::bind(args.listen, "--listen").await?;
+    let otlp_listener = observastack_common::bind(args.otlp_listen, "--otlp-listen").await?;
+    let addr = listener.local_addr()?;
+    let otlp_addr = otlp_listener.local_addr()?;
+    let interval = Duration::from_millis(args.scrape_interval_ms.max(10));
+
+    let tsdb = Arc::new(Tsdb::new(TsdbLimits {
+        retention: Duration::from_secs(args.retention_s),
+        max_samples: args.max_samples,
+        ..TsdbLimits::default()
+    }));
+    // The backend scrapes itself too, as Prometheus does.
+    let mut targets = args.targets.clone();
+    targets.push(Target {
+        job: "telemetry".to_owned(),
+        url: format!("http://{addr}/metrics"),
+    });
+    let targets = Targets::new(targets);
+    let traces = TraceStore::new(TraceLimits::default());
+    let logs = LogStore::new(LogLimits::default());
+
+    let mut registry = Registry::with_labels(std::iter::once(("service".into(), "telemetry".into())));
+    let series = Gauge::<i64>::default();
+    let samples = Gauge::<i64>::default();
+    registry.register("telemetry_tsdb_series", "Series in the metrics store", series.clone());
+    registry.register(
+        "telemetry_tsdb_samples",
+        "Samples in the metrics store",
+        samples.clone(),
+    );
+    let readiness = Readiness::new("starting");
+
+    let backend: Arc<dyn MetricsBackend> = Arc::new(Backend {
+        tsdb: tsdb.clone(),
+        targets: targets.clone(),
+        interval,
+    });
+    let router = prom_api::router(backend, Engine::new())
+        .merge(api_router(traces.clone(), logs))
+        .merge(health_routes("telemetry", Arc::new(registry), readiness.clone()));
+    let otlp = otlp_router(traces, OtlpLimits::default());
+
+    let tasks = vec![
+        tokio::spawn(observastack_common::serve(listener, router, shutdown.clone())),
+        tokio::spawn(observastack_common::serve(otlp_listener, otlp, shutdown.clone())),
+    ];
+    tokio::spawn(scrape::run(tsdb.clone(), targets, interval, shutdown.clone()));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let stats = tsdb.stats();
+            series.set(stats.series as i64);
+            samples.set(stats.samples as i64);
+        }
+    });
+    readiness.set_ready();
+    Ok(Running { addr, otlp_addr, tasks })
+}
+
+/// Runs the backend until SIGTERM or Ctrl-C.
+pub async fn run_cli(args: TelemetryArgs) -> anyhow::Result<()> {
+    // The backend does not export its own traces: it would be tracing its own receiver.
+    let _telemetry = observastack_common::telemetry::init("telemetry", env!("CARGO_PKG_VERSION"), None)?;
+    let shutdown = observastack_common::shutdown_token();
+    let running = start(args, shutdown).await?;
+    tracing::info!(service = "telemetry", admin = %running.addr, api = %running.addr, otlp = %running.otlp_addr, "Ready.");
+    running.wait().await?;
+    tracing::info!("Stopped.");
+    Ok(())
+}
