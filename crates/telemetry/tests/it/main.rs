@@ -8,3 +8,4 @@ mod harness;
 mod logs;
 mod otlp;
 mod retention;
+mod scrape;
