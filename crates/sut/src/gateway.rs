@@ -396,50 +396,35 @@ pub async fn start(args: GatewayArgs, shutdown: CancellationToken) -> anyhow::Re
 }
 
 fn spawn_config_watcher(state: GatewayState, shutdown: CancellationToken) {
-    let mut rx = state.config.subscribe();
-    tokio::spawn(async move {
-        let mut applied = rx.borrow().clone();
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                changed = rx.changed() => if changed.is_err() { return },
+    let config = state.config.clone();
+    crate::on_config_change(&config, shutdown, move |applied, next| {
+        if next.orders_pool_size != applied.orders_pool_size {
+            state.pool.resize(next.orders_pool_size as usize);
+            match build_client(next.orders_pool_size as usize) {
+                Ok(client) => *state.client.write().unwrap_or_else(|e| e.into_inner()) = client,
+                Err(error) => tracing::error!(%error, "Failed to rebuild the HTTP client."),
             }
-            let next = rx.borrow_and_update().clone();
-            if next.orders_pool_size != applied.orders_pool_size {
-                state.pool.resize(next.orders_pool_size as usize);
-                match build_client(next.orders_pool_size as usize) {
-                    Ok(client) => *state.client.write().unwrap_or_else(|e| e.into_inner()) = client,
-                    Err(error) => tracing::error!(%error, "Failed to rebuild the HTTP client."),
-                }
-            }
-            if next.version != applied.version {
-                state.version.set(&next.version);
-                state.metrics.pool_size.clear();
-                state.metrics.pool_in_use.clear();
-                state.metrics.pool_waiting.clear();
-                tracing::info!(from = %applied.version, to = %next.version, "Version deployed.");
-            }
-            applied = next;
+        }
+        if next.version != applied.version {
+            crate::deploy(&state.version, &applied.version, &next.version);
+            state.metrics.pool_size.clear();
+            state.metrics.pool_in_use.clear();
+            state.metrics.pool_waiting.clear();
         }
     });
 }
 
+/// Samples the upstream pool into gauges twice a second.
 fn spawn_sampler(state: GatewayState, shutdown: CancellationToken) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_millis(500));
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tick.tick() => {}
-            }
-            let v = VersionOnly {
-                version: state.version.get(),
-            };
-            state.metrics.pool_size.get_or_create(&v).set(state.pool.limit() as i64);
-            state.metrics.pool_in_use.get_or_create(&v).set(state.pool.in_use());
-            state.metrics.pool_waiting.get_or_create(&v).set(state.pool.waiting());
-        }
-    });
+    tokio::spawn(crate::every(Duration::from_millis(500), shutdown, move || {
+        let v = VersionOnly {
+            version: state.version.get(),
+        };
+        state.metrics.pool_size.get_or_create(&v).set(state.pool.limit() as i64);
+        state.metrics.pool_in_use.get_or_create(&v).set(state.pool.in_use());
+        state.metrics.pool_waiting.get_or_create(&v).set(state.pool.waiting());
+        std::future::ready(())
+    }));
 }
 
 /// The shop page: browse products, place an order, look an order up, run the business

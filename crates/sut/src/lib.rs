@@ -147,6 +147,52 @@ impl Running {
     }
 }
 
+/// Calls `apply(previous, next)` for every accepted configuration change, until shutdown: the
+/// changes that need more than reading the current value (resizing a pool, a deploy).
+pub(crate) fn on_config_change<T>(
+    store: &ConfigStore<T>,
+    shutdown: CancellationToken,
+    mut apply: impl FnMut(&T, &T) + Send + 'static,
+) where
+    T: DeserializeOwned + Serialize + Send + Sync + 'static,
+{
+    let mut rx = store.subscribe();
+    tokio::spawn(async move {
+        let mut applied = rx.borrow().clone();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                changed = rx.changed() => if changed.is_err() { return },
+            }
+            let next = rx.borrow_and_update().clone();
+            apply(&applied, &next);
+            applied = next;
+        }
+    });
+}
+
+/// A deploy: the `version` knob changed. Sets the label new samples carry and says so; the
+/// caller forgets its gauges of the old version.
+pub(crate) fn deploy(version: &observastack_common::http::VersionLabel, from: &str, to: &str) {
+    version.set(to);
+    tracing::info!(from, to, "Version deployed.");
+}
+
+/// Runs `tick` every `period` until shutdown (the gauge samplers).
+pub(crate) async fn every<F, Fut>(period: std::time::Duration, shutdown: CancellationToken, mut tick: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut interval = tokio::time::interval(period);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = interval.tick() => tick().await,
+        }
+    }
+}
+
 /// The admin listener's address (a newtype so it is never confused with the API's).
 #[derive(Debug, Clone, Copy)]
 pub struct AdminAddr(pub SocketAddr);

@@ -645,44 +645,29 @@ pub async fn start(args: OrdersArgs, shutdown: CancellationToken) -> anyhow::Res
 
 /// Applies accepted config changes that need more than reading the current value.
 fn spawn_config_watcher(state: OrdersState, shutdown: CancellationToken) {
-    let mut rx = state.config.subscribe();
-    tokio::spawn(async move {
-        let mut applied = rx.borrow().clone();
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                changed = rx.changed() => if changed.is_err() { return },
+    let config = state.config.clone();
+    crate::on_config_change(&config, shutdown, move |applied, next| {
+        if next.concurrency_limit != applied.concurrency_limit {
+            state.limiter.resize(next.concurrency_limit as usize);
+        }
+        if next.db_pool_size != applied.db_pool_size || next.db_acquire_timeout_ms != applied.db_acquire_timeout_ms {
+            let timeout = Duration::from_millis(next.db_acquire_timeout_ms as u64);
+            if let Err(error) = state.db.resize(next.db_pool_size as u32, timeout) {
+                tracing::error!(error = %format!("{error:#}"), "Failed to resize the database pool.");
             }
-            let next = rx.borrow_and_update().clone();
-            if next.concurrency_limit != applied.concurrency_limit {
-                state.limiter.resize(next.concurrency_limit as usize);
-            }
-            if next.db_pool_size != applied.db_pool_size || next.db_acquire_timeout_ms != applied.db_acquire_timeout_ms
-            {
-                let timeout = Duration::from_millis(next.db_acquire_timeout_ms as u64);
-                if let Err(error) = state.db.resize(next.db_pool_size as u32, timeout) {
-                    tracing::error!(error = %format!("{error:#}"), "Failed to resize the database pool.");
-                }
-            }
-            if next.version != applied.version {
-                state.version.set(&next.version);
-                state.metrics.clear_gauges();
-                tracing::info!(from = %applied.version, to = %next.version, "Version deployed.");
-            }
-            applied = next;
+        }
+        if next.version != applied.version {
+            crate::deploy(&state.version, &applied.version, &next.version);
+            state.metrics.clear_gauges();
         }
     });
 }
 
 /// Samples pool and worker-pool occupancy into gauges twice a second.
 fn spawn_sampler(state: OrdersState, shutdown: CancellationToken) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_millis(500));
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tick.tick() => {}
-            }
+    tokio::spawn(crate::every(Duration::from_millis(500), shutdown, move || {
+        let state = state.clone();
+        async move {
             let v = VersionOnly {
                 version: state.version.get(),
             };
@@ -706,5 +691,5 @@ fn spawn_sampler(state: OrdersState, shutdown: CancellationToken) {
                 })
                 .set(i64::from(idle));
         }
-    });
+    }));
 }

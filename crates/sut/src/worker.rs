@@ -315,12 +315,7 @@ async fn process(state: &WorkerState, job: Job) {
 
 /// Samples the queue and the worker pool into gauges every 500 ms.
 async fn sample(state: WorkerState, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
+    crate::every(Duration::from_millis(500), shutdown, || async {
         let v = VersionOnly {
             version: state.version.get(),
         };
@@ -338,31 +333,22 @@ async fn sample(state: WorkerState, shutdown: CancellationToken) {
             }
             Err(error) => tracing::warn!(%error, "Failed to read the queue depth."),
         }
-    }
+    })
+    .await;
 }
 
 fn spawn_config_watcher(state: WorkerState, shutdown: CancellationToken) {
-    let mut rx = state.config.subscribe();
-    tokio::spawn(async move {
-        let mut applied = rx.borrow().clone();
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                changed = rx.changed() => if changed.is_err() { return },
-            }
-            let next = rx.borrow_and_update().clone();
-            if next.concurrency != applied.concurrency {
-                state.limiter.resize(next.concurrency as usize);
-            }
-            if next.version != applied.version {
-                state.version.set(&next.version);
-                state.metrics.queue_depth.clear();
-                state.metrics.oldest_age.clear();
-                state.metrics.concurrency.clear();
-                state.metrics.busy.clear();
-                tracing::info!(from = %applied.version, to = %next.version, "Version deployed.");
-            }
-            applied = next;
+    let config = state.config.clone();
+    crate::on_config_change(&config, shutdown, move |applied, next| {
+        if next.concurrency != applied.concurrency {
+            state.limiter.resize(next.concurrency as usize);
+        }
+        if next.version != applied.version {
+            crate::deploy(&state.version, &applied.version, &next.version);
+            state.metrics.queue_depth.clear();
+            state.metrics.oldest_age.clear();
+            state.metrics.concurrency.clear();
+            state.metrics.busy.clear();
         }
     });
 }

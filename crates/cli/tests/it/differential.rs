@@ -58,9 +58,8 @@ fn start_prometheus(dir: &TempDir, targets: &[(&str, String)]) -> Prometheus {
     }
 }
 
-/// The result of an instant query as (labels, value) pairs, sorted by labels.
-async fn instant(base: &str, query: &str, t: f64) -> Vec<(String, f64)> {
-    // The POST form, as Grafana sends it.
+/// `POST /api/v1/query` with a form body, as Grafana sends it.
+async fn post_query(base: &str, query: &str, t: f64) -> Value {
     let body = format!("query={}&time={t:.3}", form_encode(query));
     let resp = client()
         .post(format!("{base}/api/v1/query"))
@@ -69,7 +68,12 @@ async fn instant(base: &str, query: &str, t: f64) -> Vec<(String, f64)> {
         .send()
         .await
         .unwrap();
-    let body: Value = resp.json().await.unwrap();
+    resp.json().await.unwrap()
+}
+
+/// The result of an instant query as (labels, value) pairs, sorted by labels.
+async fn instant(base: &str, query: &str, t: f64) -> Vec<(String, f64)> {
+    let body = post_query(base, query, t).await;
     assert_eq!(body["status"], "success", "{base}: {query} → {body}");
     let data = &body["data"];
     let parse = |v: &Value| v[1].as_str().unwrap().parse::<f64>().unwrap();
@@ -225,15 +229,7 @@ async fn the_embedded_backend_agrees_with_prometheus() {
         // The raw samples behind the rates, to tell a sampling difference from an engine bug.
         let raw = "http_server_requests_total{service=\"gateway\", route=\"/api/products\"}[30s]";
         for base in [&ours_url, &prometheus.url] {
-            let body = format!("query={}&time={t:.3}", form_encode(raw));
-            let resp = client()
-                .post(format!("{base}/api/v1/query"))
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body(body)
-                .send()
-                .await
-                .unwrap();
-            disagreements.push(format!("{base} {raw}: {}", resp.text().await.unwrap()));
+            disagreements.push(format!("{base} {raw}: {}", post_query(base, raw, t).await));
         }
     }
     assert!(disagreements.is_empty(), "{}", disagreements.join("\n"));
