@@ -267,7 +267,12 @@ pub struct ConfigStore<T> {
     state: RwLock<State<T>>,
     sender: watch::Sender<Arc<T>>,
     changes: Counter,
+    hooks: std::sync::Mutex<Vec<ChangeHook<T>>>,
+    /// Serialises whole updates, hooks included, so hooks see changes in order.
+    applying: std::sync::Mutex<()>,
 }
+
+type ChangeHook<T> = Box<dyn Fn(&T, &T) + Send + Sync>;
 
 struct State<T> {
     values: Map<String, Value>,
@@ -296,7 +301,19 @@ where
             state: RwLock::new(State { values, typed }),
             sender,
             changes,
+            hooks: std::sync::Mutex::new(Vec::new()),
+            applying: std::sync::Mutex::new(()),
         }))
+    }
+
+    /// Runs `hook(previous, next)` on every accepted change, before the update that made it
+    /// returns: what a change must do beyond being read (resizing a pool) is done by the time
+    /// `PATCH /config` answers. Hooks must be quick and must not update this store.
+    pub fn on_change(&self, hook: impl Fn(&T, &T) + Send + Sync + 'static) {
+        self.hooks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Box::new(hook));
     }
 
     /// The declared knobs.
@@ -326,21 +343,43 @@ where
     /// Applies an update atomically, or rejects it whole. Returns the changed knobs.
     pub fn update(&self, body: &Value, mode: UpdateMode) -> Result<Map<String, Value>, ConfigError> {
         let fields = self.spec.check_update(body)?;
-        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
-        let mut next = match mode {
-            UpdateMode::Merge => state.values.clone(),
-            UpdateMode::Replace => self.spec.defaults(),
+        let _applying = self.applying.lock().unwrap_or_else(|e| e.into_inner());
+        let previous = self.current();
+        let changed = {
+            let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+            let mut next = match mode {
+                UpdateMode::Merge => state.values.clone(),
+                UpdateMode::Replace => self.spec.defaults(),
+            };
+            next.extend(fields);
+            self.commit(&mut state, next)?
         };
-        next.extend(fields);
-        self.commit(&mut state, next)
+        self.run_hooks(&previous, &changed);
+        Ok(changed)
     }
 
     /// `DELETE /config`: every knob back to its default. Returns the changed knobs.
     pub fn reset(&self) -> Map<String, Value> {
-        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
-        // The defaults were valid at construction, so this cannot fail; an error would be a bug in
-        // the spec, and leaving the old values in place is the safe answer to it.
-        self.commit(&mut state, self.spec.defaults()).unwrap_or_default()
+        let _applying = self.applying.lock().unwrap_or_else(|e| e.into_inner());
+        let previous = self.current();
+        let changed = {
+            let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+            // The defaults were valid at construction, so this cannot fail; an error would be a
+            // bug in the spec, and leaving the old values in place is the safe answer to it.
+            self.commit(&mut state, self.spec.defaults()).unwrap_or_default()
+        };
+        self.run_hooks(&previous, &changed);
+        changed
+    }
+
+    fn run_hooks(&self, previous: &T, changed: &Map<String, Value>) {
+        if changed.is_empty() {
+            return;
+        }
+        let next = self.current();
+        for hook in self.hooks.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            hook(previous, &next);
+        }
     }
 
     fn commit(&self, state: &mut State<T>, next: Map<String, Value>) -> Result<Map<String, Value>, ConfigError> {
@@ -450,6 +489,21 @@ mod tests {
         // An update that changes nothing is not counted.
         store.update(&json!({"pool": 4}), UpdateMode::Merge).unwrap();
         assert_eq!(store.changes.get(), 3);
+    }
+
+    #[test]
+    fn hooks_run_before_the_update_returns() {
+        let store = store();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        store.on_change(move |before, after| log.lock().unwrap().push((before.pool, after.pool)));
+        store.update(&json!({"pool": 6}), UpdateMode::Merge).unwrap();
+        assert_eq!(*seen.lock().unwrap(), [(4, 6)]);
+        store.update(&json!({"pool": 6}), UpdateMode::Merge).unwrap();
+        store.update(&json!({"pool": 0}), UpdateMode::Merge).unwrap_err();
+        assert_eq!(seen.lock().unwrap().len(), 1, "no change, no hook");
+        store.reset();
+        assert_eq!(*seen.lock().unwrap(), [(4, 6), (6, 4)]);
     }
 
     #[test]

@@ -55,21 +55,25 @@ impl TraceExemplar {
 }
 
 /// The running version of a service, as put on every metric's `version` label.
-#[derive(Clone, Debug)]
-pub struct VersionLabel(Arc<RwLock<String>>);
+///
+/// Read at every observation from its source, normally the service's `version` knob, so a
+/// deploy through `/config` labels the very next request with the new version.
+#[derive(Clone)]
+pub struct VersionLabel(Arc<dyn Fn() -> String + Send + Sync>);
 
 impl VersionLabel {
-    /// Starts at `version`.
+    /// A fixed version.
     pub fn new(version: impl Into<String>) -> Self {
-        Self(Arc::new(RwLock::new(version.into())))
+        let version = version.into();
+        Self(Arc::new(move || version.clone()))
+    }
+    /// A version read from `source` at each observation.
+    pub fn from_fn(source: impl Fn() -> String + Send + Sync + 'static) -> Self {
+        Self(Arc::new(source))
     }
     /// The current value.
     pub fn get(&self) -> String {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-    /// Changes it (a deploy).
-    pub fn set(&self, version: &str) {
-        *self.0.write().unwrap_or_else(|e| e.into_inner()) = version.to_owned();
+        (self.0)()
     }
 }
 

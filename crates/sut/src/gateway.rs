@@ -359,7 +359,10 @@ pub async fn start(args: GatewayArgs, shutdown: CancellationToken) -> anyhow::Re
     let config = ConfigStore::<GatewayConfig>::new(config_spec(), args.common.initial_config()?, &mut registry)
         .map_err(|e| anyhow::anyhow!("--config: {e}"))?;
     let initial = config.current();
-    let version = VersionLabel::new(initial.version.clone());
+    let version = {
+        let config = config.clone();
+        VersionLabel::from_fn(move || config.current().version.clone())
+    };
     let metrics = GatewayMetrics::register(&mut registry);
     let http = HttpMetrics::register(&mut registry);
     let user_listener = observastack_common::bind(args.listen, "--listen").await?;
@@ -384,7 +387,7 @@ pub async fn start(args: GatewayArgs, shutdown: CancellationToken) -> anyhow::Re
         metrics,
         version: version.clone(),
     };
-    spawn_config_watcher(state.clone(), shutdown.clone());
+    apply_config_changes(&state);
     spawn_sampler(state.clone(), shutdown.clone());
     let router = instrumented(user_router(state), Instrumentation { metrics: http, version });
     running.serve(user_listener, router, shutdown)?;
@@ -395,9 +398,10 @@ pub async fn start(args: GatewayArgs, shutdown: CancellationToken) -> anyhow::Re
     Ok(running)
 }
 
-fn spawn_config_watcher(state: GatewayState, shutdown: CancellationToken) {
+fn apply_config_changes(state: &GatewayState) {
+    let state = state.clone();
     let config = state.config.clone();
-    crate::on_config_change(&config, shutdown, move |applied, next| {
+    config.on_change(move |applied, next| {
         if next.orders_pool_size != applied.orders_pool_size {
             state.pool.resize(next.orders_pool_size as usize);
             match build_client(next.orders_pool_size as usize) {
@@ -406,7 +410,7 @@ fn spawn_config_watcher(state: GatewayState, shutdown: CancellationToken) {
             }
         }
         if next.version != applied.version {
-            crate::deploy(&state.version, &applied.version, &next.version);
+            crate::deploy(&applied.version, &next.version);
             state.metrics.pool_size.clear();
             state.metrics.pool_in_use.clear();
             state.metrics.pool_waiting.clear();

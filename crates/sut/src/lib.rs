@@ -147,34 +147,9 @@ impl Running {
     }
 }
 
-/// Calls `apply(previous, next)` for every accepted configuration change, until shutdown: the
-/// changes that need more than reading the current value (resizing a pool, a deploy).
-pub(crate) fn on_config_change<T>(
-    store: &ConfigStore<T>,
-    shutdown: CancellationToken,
-    mut apply: impl FnMut(&T, &T) + Send + 'static,
-) where
-    T: DeserializeOwned + Serialize + Send + Sync + 'static,
-{
-    let mut rx = store.subscribe();
-    tokio::spawn(async move {
-        let mut applied = rx.borrow().clone();
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                changed = rx.changed() => if changed.is_err() { return },
-            }
-            let next = rx.borrow_and_update().clone();
-            apply(&applied, &next);
-            applied = next;
-        }
-    });
-}
-
-/// A deploy: the `version` knob changed. Sets the label new samples carry and says so; the
-/// caller forgets its gauges of the old version.
-pub(crate) fn deploy(version: &observastack_common::http::VersionLabel, from: &str, to: &str) {
-    version.set(to);
+/// A deploy: the `version` knob changed (new samples already carry it, see `VersionLabel`).
+/// Says so; the caller forgets its gauges of the old version.
+pub(crate) fn deploy(from: &str, to: &str) {
     tracing::info!(from, to, "Version deployed.");
 }
 

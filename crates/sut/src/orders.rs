@@ -596,7 +596,10 @@ pub async fn start(args: OrdersArgs, shutdown: CancellationToken) -> anyhow::Res
     let config = ConfigStore::<OrdersConfig>::new(config_spec(), args.common.initial_config()?, &mut registry)
         .map_err(|e| anyhow::anyhow!("--config: {e}"))?;
     let initial = config.current();
-    let version = VersionLabel::new(initial.version.clone());
+    let version = {
+        let config = config.clone();
+        VersionLabel::from_fn(move || config.current().version.clone())
+    };
     let metrics = OrdersMetrics::register(&mut registry);
     let http = HttpMetrics::register(&mut registry);
 
@@ -633,7 +636,7 @@ pub async fn start(args: OrdersArgs, shutdown: CancellationToken) -> anyhow::Res
         metrics,
         version: version.clone(),
     };
-    spawn_config_watcher(state.clone(), shutdown.clone());
+    apply_config_changes(&state);
     spawn_sampler(state.clone(), shutdown.clone());
 
     let api = instrumented(api_router(state), Instrumentation { metrics: http, version });
@@ -644,9 +647,10 @@ pub async fn start(args: OrdersArgs, shutdown: CancellationToken) -> anyhow::Res
 }
 
 /// Applies accepted config changes that need more than reading the current value.
-fn spawn_config_watcher(state: OrdersState, shutdown: CancellationToken) {
+fn apply_config_changes(state: &OrdersState) {
+    let state = state.clone();
     let config = state.config.clone();
-    crate::on_config_change(&config, shutdown, move |applied, next| {
+    config.on_change(move |applied, next| {
         if next.concurrency_limit != applied.concurrency_limit {
             state.limiter.resize(next.concurrency_limit as usize);
         }
@@ -657,7 +661,7 @@ fn spawn_config_watcher(state: OrdersState, shutdown: CancellationToken) {
             }
         }
         if next.version != applied.version {
-            crate::deploy(&state.version, &applied.version, &next.version);
+            crate::deploy(&applied.version, &next.version);
             state.metrics.clear_gauges();
         }
     });

@@ -171,7 +171,10 @@ pub async fn start(args: WorkerArgs, shutdown: CancellationToken) -> anyhow::Res
     let config = ConfigStore::<WorkerConfig>::new(config_spec(), args.common.initial_config()?, &mut registry)
         .map_err(|e| anyhow::anyhow!("--config: {e}"))?;
     let initial = config.current();
-    let version = VersionLabel::new(initial.version.clone());
+    let version = {
+        let config = config.clone();
+        VersionLabel::from_fn(move || config.current().version.clone())
+    };
     let metrics = WorkerMetrics::register(&mut registry);
     let readiness = Readiness::new("connecting to the database");
     let mut running = Running::start_admin(
@@ -196,7 +199,7 @@ pub async fn start(args: WorkerArgs, shutdown: CancellationToken) -> anyhow::Res
         metrics,
         version,
     };
-    spawn_config_watcher(state.clone(), shutdown.clone());
+    apply_config_changes(&state);
     running.track(run(state, readiness, shutdown));
     running.announce();
     Ok(running)
@@ -337,14 +340,15 @@ async fn sample(state: WorkerState, shutdown: CancellationToken) {
     .await;
 }
 
-fn spawn_config_watcher(state: WorkerState, shutdown: CancellationToken) {
+fn apply_config_changes(state: &WorkerState) {
+    let state = state.clone();
     let config = state.config.clone();
-    crate::on_config_change(&config, shutdown, move |applied, next| {
+    config.on_change(move |applied, next| {
         if next.concurrency != applied.concurrency {
             state.limiter.resize(next.concurrency as usize);
         }
         if next.version != applied.version {
-            crate::deploy(&state.version, &applied.version, &next.version);
+            crate::deploy(&applied.version, &next.version);
             state.metrics.queue_depth.clear();
             state.metrics.oldest_age.clear();
             state.metrics.concurrency.clear();
