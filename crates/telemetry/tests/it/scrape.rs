@@ -30,7 +30,17 @@ async fn target(body: impl Fn() -> String + Send + Sync + 'static) -> String {
 }
 
 async fn get(url: &str) -> Value {
-    reqwest::Client::builder().no_proxy().build().unwrap().get(url).send().await.unwrap().json().await.unwrap()
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -49,13 +59,24 @@ async fn garbage_marks_a_target_down_and_staleness_ends_vanished_series() {
     let args = TelemetryArgs {
         listen: "127.0.0.1:0".parse().unwrap(),
         otlp_listen: "127.0.0.1:0".parse().unwrap(),
-        targets: vec![Target { job: "good".into(), url: good }, Target { job: "bad".into(), url: bad }],
+        targets: vec![
+            Target {
+                job: "good".into(),
+                url: good,
+            },
+            Target {
+                job: "bad".into(),
+                url: bad,
+            },
+        ],
         scrape_interval_ms: 100,
         retention_s: 3600,
         max_samples: 1_000_000,
     };
     let shutdown = CancellationToken::new();
-    let running = observastack_telemetry::server::start(args, shutdown.clone()).await.unwrap();
+    let running = observastack_telemetry::server::start(args, shutdown.clone())
+        .await
+        .unwrap();
     let base = format!("http://{}", running.addr);
 
     let targets = eventually("both targets scraped", Duration::from_secs(10), || {
@@ -78,12 +99,23 @@ async fn garbage_marks_a_target_down_and_staleness_ends_vanished_series() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| (s["metric"]["job"].as_str().unwrap().to_owned(), s["value"][1].as_str().unwrap().to_owned()))
+        .map(|s| {
+            (
+                s["metric"]["job"].as_str().unwrap().to_owned(),
+                s["value"][1].as_str().unwrap().to_owned(),
+            )
+        })
         .collect();
-    assert!(values.contains(&("good".into(), "1".into())) && values.contains(&("bad".into(), "0".into())), "{values:?}");
+    assert!(
+        values.contains(&("good".into(), "1".into())) && values.contains(&("bad".into(), "0".into())),
+        "{values:?}"
+    );
     let jobs = get(&format!("{base}/api/v1/query?query=jobs_total")).await;
     assert_eq!(jobs["data"]["result"][0]["value"][1], "7");
-    assert_eq!(jobs["data"]["result"][0]["metric"]["instance"], by_job("good")["labels"]["instance"]);
+    assert_eq!(
+        jobs["data"]["result"][0]["metric"]["instance"],
+        by_job("good")["labels"]["instance"]
+    );
 
     // The gauge disappears from the target: a staleness marker ends it within a scrape,
     // long before the 5-minute lookback would.
@@ -92,7 +124,12 @@ async fn garbage_marks_a_target_down_and_staleness_ends_vanished_series() {
     extra.store(false, Ordering::SeqCst);
     eventually("the vanished series to go stale", Duration::from_secs(10), || {
         let url = format!("{base}/api/v1/query?query=temporary_gauge");
-        async move { get(&url).await["data"]["result"].as_array().is_some_and(|r| r.is_empty()).then_some(()) }
+        async move {
+            get(&url).await["data"]["result"]
+                .as_array()
+                .is_some_and(|r| r.is_empty())
+                .then_some(())
+        }
     })
     .await;
     shutdown.cancel();
