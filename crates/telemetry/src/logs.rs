@@ -30,7 +30,7 @@ pub const LINE_OVERHEAD_BYTES: usize = 360;
 pub struct LogLimits {
     /// The most lines kept. Default 100 000.
     pub max_lines: usize,
-    /// The most bytes kept (as charged; see the module documentation). Default 64 MiB.
+    /// The most bytes kept (as charged; see the module documentation). Default 16 MiB (about 22,000 of our JSON lines).
     pub max_bytes: usize,
     /// How many lines a live-tail subscriber may fall behind before it misses some. Default 1024.
     pub tail_capacity: usize,
@@ -40,7 +40,7 @@ impl Default for LogLimits {
     fn default() -> Self {
         Self {
             max_lines: 100_000,
-            max_bytes: 64 * 1024 * 1024,
+            max_bytes: 16 * 1024 * 1024,
             tail_capacity: 1024,
         }
     }

@@ -10,8 +10,10 @@
 //! spans of one export and not charged per span. Measured with spans like our services' (ten
 //! attributes, one span per trace, the worst case for the index), the resident memory was
 //! about 1.5 KB per span and the charge within 10 % of it; so the default 200 000 spans would
-//! take some 300 MB, and the default byte bound, [`TraceLimits::max_bytes`] = 64 MiB, is the
-//! one that binds first for such spans (about 45 000 of them).
+//! take some 300 MB, and the default byte bound, [`TraceLimits::max_bytes`] = 32 MiB, is the
+//! one that binds first for such spans (about 22 000 of them: at the lab's 10 requests/s, the
+//! last several minutes of traces). It is set so the whole embedded lab stays within its 150 MB
+//! budget (product brief, section 9).
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::str::FromStr;
@@ -326,7 +328,7 @@ fn ns_to_ms(ns: u64) -> i64 {
 pub struct TraceLimits {
     /// The most spans kept; past it the oldest are dropped. Default 200 000.
     pub max_spans: usize,
-    /// The most bytes kept, as charged by [`Span::charged_bytes`]. Default 64 MiB.
+    /// The most bytes kept, as charged by [`Span::charged_bytes`]. Default 32 MiB.
     pub max_bytes: usize,
     /// How long a span is kept after it was received. Default one hour.
     pub max_age: Duration,
@@ -336,7 +338,7 @@ impl Default for TraceLimits {
     fn default() -> Self {
         Self {
             max_spans: 200_000,
-            max_bytes: 64 * 1024 * 1024,
+            max_bytes: 32 * 1024 * 1024,
             max_age: Duration::from_secs(3600),
         }
     }
