@@ -181,6 +181,22 @@ pub async fn start(args: TelemetryArgs, shutdown: CancellationToken) -> anyhow::
         "Samples in the metrics store",
         samples.clone(),
     );
+    let spans = Gauge::<i64>::default();
+    let span_bytes = Gauge::<i64>::default();
+    let log_lines = Gauge::<i64>::default();
+    let log_bytes = Gauge::<i64>::default();
+    registry.register("telemetry_trace_store_spans", "Spans in the trace store", spans.clone());
+    registry.register(
+        "telemetry_trace_store_bytes",
+        "Bytes charged to the trace store",
+        span_bytes.clone(),
+    );
+    registry.register("telemetry_log_store_lines", "Lines in the log store", log_lines.clone());
+    registry.register(
+        "telemetry_log_store_bytes",
+        "Bytes charged to the log store",
+        log_bytes.clone(),
+    );
     let readiness = Readiness::new("starting");
 
     let backend: Arc<dyn MetricsBackend> = Arc::new(Backend {
@@ -188,6 +204,7 @@ pub async fn start(args: TelemetryArgs, shutdown: CancellationToken) -> anyhow::
         targets: targets.clone(),
         interval,
     });
+    let (trace_stats, log_stats) = (traces.clone(), logs.clone());
     let router = prom_api::router(backend, Engine::new())
         .merge(api_router(traces.clone(), logs))
         .merge(health_routes("telemetry", Arc::new(registry), readiness.clone()));
@@ -208,6 +225,10 @@ pub async fn start(args: TelemetryArgs, shutdown: CancellationToken) -> anyhow::
             let stats = tsdb.stats();
             series.set(stats.series as i64);
             samples.set(stats.samples as i64);
+            spans.set(trace_stats.span_count() as i64);
+            span_bytes.set(trace_stats.bytes() as i64);
+            log_lines.set(log_stats.len() as i64);
+            log_bytes.set(log_stats.bytes() as i64);
         }
     });
     readiness.set_ready();
