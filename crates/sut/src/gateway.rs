@@ -47,6 +47,12 @@ pub struct GatewayConfig {
     pub version: String,
 }
 
+impl crate::Versioned for GatewayConfig {
+    fn version(&self) -> &str {
+        &self.version
+    }
+}
+
 /// The declared knobs of the gateway.
 pub fn config_spec() -> ConfigSpec {
     ConfigSpec {
@@ -355,14 +361,8 @@ pub struct GatewayArgs {
 
 /// Starts the gateway and returns once it listens.
 pub async fn start(args: GatewayArgs, shutdown: CancellationToken) -> anyhow::Result<Running> {
-    let mut registry = Registry::with_labels(std::iter::once(("service".into(), "gateway".into())));
-    let config = ConfigStore::<GatewayConfig>::new(config_spec(), args.common.initial_config()?, &mut registry)
-        .map_err(|e| anyhow::anyhow!("--config: {e}"))?;
+    let (mut registry, config, version) = crate::knobs::<GatewayConfig>("gateway", config_spec(), &args.common)?;
     let initial = config.current();
-    let version = {
-        let config = config.clone();
-        VersionLabel::from_fn(move || config.current().version.clone())
-    };
     let metrics = GatewayMetrics::register(&mut registry);
     let http = HttpMetrics::register(&mut registry);
     let user_listener = observastack_common::bind(args.listen, "--listen").await?;

@@ -147,6 +147,30 @@ impl Running {
     }
 }
 
+/// A service's configuration: every one has a `version` knob.
+pub(crate) trait Versioned {
+    /// The deployed version label.
+    fn version(&self) -> &str;
+}
+
+/// What every service sets up first: its registry (with the constant `service` label), its
+/// knobs at their defaults overridden by `--config`, and the version label read from them.
+pub(crate) fn knobs<T>(
+    service: &'static str,
+    spec: observastack_common::config::ConfigSpec,
+    args: &ServiceArgs,
+) -> anyhow::Result<(Registry, Arc<ConfigStore<T>>, observastack_common::http::VersionLabel)>
+where
+    T: DeserializeOwned + Serialize + Send + Sync + Versioned + 'static,
+{
+    let mut registry = Registry::with_labels(std::iter::once(("service".into(), service.into())));
+    let config = ConfigStore::<T>::new(spec, args.initial_config()?, &mut registry)
+        .map_err(|e| anyhow::anyhow!("--config: {e}"))?;
+    let source = config.clone();
+    let version = observastack_common::http::VersionLabel::from_fn(move || source.current().version().to_owned());
+    Ok((registry, config, version))
+}
+
 /// A deploy: the `version` knob changed (new samples already carry it, see `VersionLabel`).
 /// Says so; the caller forgets its gauges of the old version.
 pub(crate) fn deploy(from: &str, to: &str) {

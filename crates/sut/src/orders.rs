@@ -57,6 +57,12 @@ pub struct OrdersConfig {
     pub version: String,
 }
 
+impl crate::Versioned for OrdersConfig {
+    fn version(&self) -> &str {
+        &self.version
+    }
+}
+
 /// The declared knobs of the orders service.
 pub fn config_spec() -> ConfigSpec {
     ConfigSpec {
@@ -592,14 +598,8 @@ pub struct OrdersArgs {
 /// Starts the orders service: admin listener first (so `/healthz` answers during migrations),
 /// then database and migrations, then the API. Returns once it is ready.
 pub async fn start(args: OrdersArgs, shutdown: CancellationToken) -> anyhow::Result<Running> {
-    let mut registry = Registry::with_labels(std::iter::once(("service".into(), "orders".into())));
-    let config = ConfigStore::<OrdersConfig>::new(config_spec(), args.common.initial_config()?, &mut registry)
-        .map_err(|e| anyhow::anyhow!("--config: {e}"))?;
+    let (mut registry, config, version) = crate::knobs::<OrdersConfig>("orders", config_spec(), &args.common)?;
     let initial = config.current();
-    let version = {
-        let config = config.clone();
-        VersionLabel::from_fn(move || config.current().version.clone())
-    };
     let metrics = OrdersMetrics::register(&mut registry);
     let http = HttpMetrics::register(&mut registry);
 

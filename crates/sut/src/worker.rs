@@ -49,6 +49,12 @@ pub struct WorkerConfig {
     pub version: String,
 }
 
+impl crate::Versioned for WorkerConfig {
+    fn version(&self) -> &str {
+        &self.version
+    }
+}
+
 /// The declared knobs of the worker.
 pub fn config_spec() -> ConfigSpec {
     ConfigSpec {
@@ -167,14 +173,8 @@ pub struct WorkerArgs {
 
 /// Starts the worker; it is ready once the orders service has created the schema.
 pub async fn start(args: WorkerArgs, shutdown: CancellationToken) -> anyhow::Result<Running> {
-    let mut registry = Registry::with_labels(std::iter::once(("service".into(), "worker".into())));
-    let config = ConfigStore::<WorkerConfig>::new(config_spec(), args.common.initial_config()?, &mut registry)
-        .map_err(|e| anyhow::anyhow!("--config: {e}"))?;
+    let (mut registry, config, version) = crate::knobs::<WorkerConfig>("worker", config_spec(), &args.common)?;
     let initial = config.current();
-    let version = {
-        let config = config.clone();
-        VersionLabel::from_fn(move || config.current().version.clone())
-    };
     let metrics = WorkerMetrics::register(&mut registry);
     let readiness = Readiness::new("connecting to the database");
     let mut running = Running::start_admin(
