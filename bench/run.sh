@@ -5,6 +5,8 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 BENCH="$ROOT/bench"
 BIN="$ROOT/target/release/observastack"
 EXAMPLE="$ROOT/target/release/examples/instrumentation_overhead"
@@ -21,24 +23,8 @@ CORES="$(nproc)"
 # Settings from the caller's environment that would change what is measured.
 unset OTEL_EXPORTER_OTLP_ENDPOINT OBSERVASTACK_LOG OBSERVASTACK_ADMIN_TOKEN OBSERVASTACK_DATA_DIR DATABASE_URL
 
-say() { printf '%s\n' "$*"; }
-section() { printf '\n== %s ==\n' "$*"; }
-die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
-now() { date +%s.%N; }
-# calc 'EXPRESSION' [printf format]: floating-point arithmetic with awk.
-calc() { awk "BEGIN { printf \"${2:-%.2f}\", $1 }"; }
 
 # --- tools -------------------------------------------------------------------------------------
-need_apt() { # need_apt COMMAND PACKAGE
-    command -v "$1" >/dev/null 2>&1 && return 0
-    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
-        say "Installing $2 (missing)…"
-        if [ -z "${APT_UPDATED:-}" ]; then apt-get update -qq; APT_UPDATED=1; fi
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
-    else
-        die "$1 is missing; install it with: sudo apt-get install -y $2"
-    fi
-}
 need_apt wrk wrk
 need_apt jq jq
 need_apt psql postgresql-client
@@ -50,18 +36,6 @@ WORK="$(mktemp -d -t observastack-bench.XXXXXX)"
 DATA="$WORK/data"
 UP_PID=""
 EX_PID=""
-
-stop_pid() { # stop_pid PID: SIGTERM, wait up to 30 s, then SIGKILL.
-    local pid=$1 i
-    kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 300); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
-    wait "$pid" 2>/dev/null || true
-}
 
 cleanup() {
     local rc=$?
@@ -79,14 +53,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # --- ports -------------------------------------------------------------------------------------
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-BASE=""
-for base in $(seq 18000 10 18990); do
-    ok=1
-    for off in $(seq 0 8); do port_free $((base + off)) || { ok=0; break; }; done
-    if [ "$ok" -eq 1 ]; then BASE=$base; break; fi
-done
-[ -n "$BASE" ] || die "no block of 9 free ports between 18000 and 18999"
+BASE=$(free_block 18000 11) || die "no block of 11 free ports between 18000 and 18999"
 GATEWAY_PORT=$BASE
 ORDERS_PORT=$((BASE + 1))
 GATEWAY_ADMIN_PORT=$((BASE + 2))
@@ -96,17 +63,20 @@ AGENT_PORT=$((BASE + 5))
 LOADGEN_PORT=$((BASE + 6))
 BARE_PORT=$((BASE + 7))
 INSTR_PORT=$((BASE + 8))
+PROMETHEUS_PORT=$((BASE + 9))
+OTLP_PORT=$((BASE + 10))
 UP_ARGS=(--data-dir "$DATA"
     --gateway-port "$GATEWAY_PORT" --orders-port "$ORDERS_PORT"
     --gateway-admin-port "$GATEWAY_ADMIN_PORT" --orders-admin-port "$ORDERS_ADMIN_PORT"
-    --worker-admin-port "$WORKER_ADMIN_PORT" --agent-port "$AGENT_PORT" --loadgen-port "$LOADGEN_PORT")
+    --worker-admin-port "$WORKER_ADMIN_PORT" --agent-port "$AGENT_PORT" --loadgen-port "$LOADGEN_PORT"
+    --prometheus-port "$PROMETHEUS_PORT" --otlp-port "$OTLP_PORT")
 GATEWAY="http://127.0.0.1:$GATEWAY_PORT"
 LOADGEN="http://127.0.0.1:$LOADGEN_PORT"
 
 # --- build -------------------------------------------------------------------------------------
 section "Build (release)"
 (cd "$ROOT" && cargo build --release -p observastack && cargo build --release -p observastack-sut --examples)
-say "Machine: $CORES cores, $(uname -srm); lab ports $BASE..$((BASE + 6)); database $DB_URL; work dir $WORK"
+say "Machine: $CORES cores, $(uname -srm); ports $BASE..$((BASE + 10)); database $DB_URL; work dir $WORK"
 say "Load average before the run: $(cut -d' ' -f1-3 /proc/loadavg) (anything else using the CPU lowers every figure below)"
 
 # --- database ----------------------------------------------------------------------------------

@@ -7,6 +7,8 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 BIN="$ROOT/target/release/observastack"
 PROMETHEUS="${BENCH_PROMETHEUS:-prometheus}"
 
@@ -24,24 +26,8 @@ CORES="$(nproc)"
 # Settings from the caller's environment that would change what is measured.
 unset OTEL_EXPORTER_OTLP_ENDPOINT OBSERVASTACK_LOG OBSERVASTACK_ADMIN_TOKEN OBSERVASTACK_DATA_DIR DATABASE_URL
 
-say() { printf '%s\n' "$*"; }
-section() { printf '\n== %s ==\n' "$*"; }
-die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
-now() { date +%s.%N; }
-# calc 'EXPRESSION' [printf format]: floating-point arithmetic with awk.
-calc() { awk "BEGIN { printf \"${2:-%.2f}\", $1 }"; }
 
 # --- tools -------------------------------------------------------------------------------------
-need_apt() { # need_apt COMMAND PACKAGE
-    command -v "$1" >/dev/null 2>&1 && return 0
-    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
-        say "Installing $2 (missing)…"
-        if [ -z "${APT_UPDATED:-}" ]; then apt-get update -qq; APT_UPDATED=1; fi
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
-    else
-        die "$1 is missing; install it with: sudo apt-get install -y $2"
-    fi
-}
 need_apt jq jq
 need_apt psql postgresql-client
 need_apt curl curl
@@ -54,18 +40,6 @@ WORK="$(mktemp -d -t observastack-telemetry-bench.XXXXXX)"
 DATA="$WORK/data"
 UP_PID=""
 PROM_PID=""
-
-stop_pid() { # stop_pid PID: SIGTERM, wait up to 30 s, then SIGKILL.
-    local pid=$1 i
-    kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 300); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
-    wait "$pid" 2>/dev/null || true
-}
 
 cleanup() {
     local rc=$?
@@ -85,14 +59,7 @@ trap 'exit 130' INT TERM
 # --- ports -------------------------------------------------------------------------------------
 # Ten ports: the nine of `up` (never the defaults, so a running lab is left alone) and
 # Prometheus's. From 19000, so bench/run.sh (18000…) can run at the same time.
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-BASE=""
-for base in $(seq 19000 10 19990); do
-    ok=1
-    for off in $(seq 0 9); do port_free $((base + off)) || { ok=0; break; }; done
-    if [ "$ok" -eq 1 ]; then BASE=$base; break; fi
-done
-[ -n "$BASE" ] || die "no block of 10 free ports between 19000 and 19999"
+BASE=$(free_block 19000 10) || die "no block of 10 free ports between 19000 and 19999"
 UP_ARGS=(--data-dir "$DATA"
     --gateway-port "$BASE" --orders-port $((BASE + 1))
     --gateway-admin-port $((BASE + 2)) --orders-admin-port $((BASE + 3))
