@@ -21,6 +21,10 @@ RATE="${BENCH_RATE:-50}"            # load generator, simulated user requests pe
 SIDE_BY_SIDE_S="${BENCH_SIDE_BY_SIDE_S:-60}"  # both running and scraped before measuring
 EARLY_S=10                          # first memory snapshot, seconds after both scraped everything
 RUNS="${BENCH_QUERY_RUNS:-50}"      # timed requests per query and backend (after 5 warm-ups)
+# BENCH_TRACES=0: the lab's services export their traces nowhere (a closed port), so the
+# backend's memory is that of metrics and logs only: the fair comparison with Prometheus,
+# which stores no traces.
+TRACES="${BENCH_TRACES:-1}"
 CORES="$(nproc)"
 
 # Settings from the caller's environment that would change what is measured.
@@ -65,6 +69,7 @@ UP_ARGS=(--data-dir "$DATA"
     --gateway-admin-port $((BASE + 2)) --orders-admin-port $((BASE + 3))
     --worker-admin-port $((BASE + 4)) --agent-port $((BASE + 5)) --loadgen-port $((BASE + 6))
     --prometheus-port $((BASE + 7)) --otlp-port $((BASE + 8)))
+if [ "$TRACES" = 0 ]; then UP_ARGS+=(--otlp-endpoint "http://127.0.0.1:9"); fi
 OURS="http://127.0.0.1:$((BASE + 7))"
 PROM_PORT=$((BASE + 9))
 PROM="http://127.0.0.1:$PROM_PORT"
