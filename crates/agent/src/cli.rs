@@ -4,7 +4,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context as _;
 
 use crate::{AgentSettings, DEFAULT_LOG_CAPACITY, DEFAULT_STOP_GRACE, run, spec};
 
@@ -49,9 +48,7 @@ pub async fn run_cli(args: AgentArgs) -> anyhow::Result<()> {
         Some(path) => spec::load(path)?,
         None => Vec::new(),
     };
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("Failed to bind the agent's control API to {} (--listen)", args.listen))?;
+    let listener = observastack_common::bind(args.listen, "--listen").await?;
     let settings = AgentSettings {
         processes,
         log_capacity: args.log_capacity,

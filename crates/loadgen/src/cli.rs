@@ -131,15 +131,6 @@ pub async fn run_cli(args: LoadgenArgs) -> anyhow::Result<()> {
         observastack_common::telemetry::init("loadgen", env!("CARGO_PKG_VERSION"), args.otlp_endpoint.as_deref())?;
     let settings = args.settings()?;
     observastack_common::http::check_secure_bind(&args.listen, args.admin_token.as_deref())?;
-    let listener = match tokio::net::TcpListener::bind(args.listen).await {
-        Ok(listener) => listener,
-        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-            anyhow::bail!(
-                "{} is already in use; stop whatever listens there or choose another address with --listen",
-                args.listen
-            );
-        }
-        Err(e) => return Err(e).with_context(|| format!("Failed to listen on {} (--listen)", args.listen)),
-    };
+    let listener = observastack_common::bind(args.listen, "--listen").await?;
     crate::run(listener, settings, observastack_common::shutdown_token()).await
 }
