@@ -4,7 +4,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-
 use crate::{AgentSettings, DEFAULT_LOG_CAPACITY, DEFAULT_STOP_GRACE, run, spec};
 
 /// The flags of `observastack agent`.
