@@ -25,6 +25,11 @@ enum Command {
     Loadgen(observastack_loadgen::LoadgenArgs),
     /// Run the embedded observability backend: scraper, PromQL API, traces and logs.
     Telemetry(observastack_telemetry::TelemetryArgs),
+    /// Run the orchestrator: scenario runs and the control API.
+    Orchestrator(observastack_orchestrator::OrchestratorArgs),
+    /// Scenarios: list, show, validate, run, verify.
+    #[command(subcommand)]
+    Scenario(observastack_orchestrator::ScenarioCommand),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -39,6 +44,8 @@ fn main() -> anyhow::Result<()> {
             Command::Agent(args) => observastack_agent::run_cli(args).await,
             Command::Loadgen(args) => observastack_loadgen::run_cli(args).await,
             Command::Telemetry(args) => observastack_telemetry::run_cli(args).await,
+            Command::Orchestrator(args) => observastack_orchestrator::run_orchestrator(args).await,
+            Command::Scenario(command) => observastack_orchestrator::run_scenario_command(command).await,
         }
     })
 }

@@ -352,18 +352,26 @@ pub fn require_token(router: Router, token: Option<String>) -> Router {
         None => router,
         Some(token) => {
             let expected: Arc<str> = format!("Bearer {token}").into();
+            let as_query: Arc<str> = format!("access_token={token}").into();
             router.layer(middleware::from_fn(move |req: Request, next: Next| {
                 let expected = expected.clone();
+                let as_query = as_query.clone();
                 async move {
                     let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-                    if given == Some(&*expected) {
+                    // Browsers cannot set headers on a WebSocket or an EventSource: those send
+                    // the token as `?access_token=`.
+                    let in_query = req
+                        .uri()
+                        .query()
+                        .is_some_and(|q| q.split('&').any(|pair| pair == &*as_query));
+                    if given == Some(&*expected) || in_query {
                         next.run(req).await
                     } else {
                         error_response(
                             StatusCode::UNAUTHORIZED,
                             "unauthorized",
                             None,
-                            "this control endpoint needs 'Authorization: Bearer <token>'",
+                            "this control endpoint needs 'Authorization: Bearer <token>' (or ?access_token=<token>)",
                         )
                     }
                 }
@@ -449,6 +457,13 @@ mod tests {
             .header(header::AUTHORIZATION, "Bearer s3cret")
             .body(Body::empty())
             .unwrap();
-        assert_eq!(router.oneshot(req).await.unwrap().status(), StatusCode::OK);
+        assert_eq!(router.clone().oneshot(req).await.unwrap().status(), StatusCode::OK);
+        // A WebSocket or an EventSource sends it in the query instead.
+        let (status, _) = call(&router, "GET", "/config?x=1&access_token=s3cret", "").await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, _) = call(&router, "GET", "/config?access_token=wrong", "").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let (status, _) = call(&router, "GET", "/config?access_token=s3cret-and-more", "").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
     }
 }

@@ -134,7 +134,7 @@ pub fn pid_alive(pid: u32) -> bool {
 
 /// The plain-text `status` table.
 pub fn table(rows: &[ComponentStatus]) -> String {
-    let mut out = format!("{:<9} {:>8}  {:<8} ENDPOINTS\n", "NAME", "PID", "HEALTHY");
+    let mut out = format!("{:<12} {:>8}  {:<8} ENDPOINTS\n", "NAME", "PID", "HEALTHY");
     for r in rows {
         let pid = r.pid.map_or_else(|| "-".to_owned(), |p| p.to_string());
         let endpoints = r
@@ -144,7 +144,7 @@ pub fn table(rows: &[ComponentStatus]) -> String {
             .collect::<Vec<_>>()
             .join("  ");
         out.push_str(&format!(
-            "{:<9} {:>8}  {:<8} {}\n",
+            "{:<12} {:>8}  {:<8} {}\n",
             r.name,
             pid,
             if r.healthy { "yes" } else { "NO" },
@@ -176,10 +176,10 @@ mod tests {
         ];
         let text = table(&rows);
         assert!(
-            text.contains("gateway         42  yes      user=http://127.0.0.1:8000/"),
+            text.contains("gateway            42  yes      user=http://127.0.0.1:8000/"),
             "{text}"
         );
-        assert!(text.contains("worker           -  NO"), "{text}");
+        assert!(text.contains("worker              -  NO"), "{text}");
     }
 
     #[test]

@@ -59,6 +59,12 @@ pub struct UpArgs {
     /// OTLP/HTTP trace receiver of the embedded backend.
     #[arg(long, default_value_t = 4318)]
     pub otlp_port: u16,
+    /// Control panel and orchestrator API (scenarios, runs).
+    #[arg(long, default_value_t = 8080)]
+    pub control_port: u16,
+    /// Extra scenarios: `*.yaml` files that add to or override the embedded library by id.
+    #[arg(long)]
+    pub scenarios: Option<PathBuf>,
     /// Simulated user requests per second at start.
     #[arg(long, default_value_t = 10.0)]
     pub rate: f64,
@@ -71,8 +77,13 @@ pub struct UpArgs {
 }
 
 impl UpArgs {
-    fn ports(&self) -> [(u16, &'static str, &'static str); 9] {
+    fn ports(&self) -> [(u16, &'static str, &'static str); 10] {
         [
+            (
+                self.control_port,
+                "--control-port",
+                "control panel and orchestrator API",
+            ),
             (self.prometheus_port, "--prometheus-port", "Prometheus-compatible API"),
             (self.otlp_port, "--otlp-port", "OTLP/HTTP receiver"),
             (self.gateway_port, "--gateway-port", "gateway user path"),
@@ -161,7 +172,36 @@ pub async fn run_up(args: UpArgs) -> anyhow::Result<()> {
         "--rate",
         &args.rate.to_string(),
     ]);
-    for cmd in [&mut agent_cmd, &mut loadgen_cmd] {
+    let mut orchestrator_cmd = child_command(&exe, &logs, "orchestrator")?;
+    orchestrator_cmd
+        .args(["orchestrator", "--listen", &addr(args.control_port), "--data-dir"])
+        .arg(&data_dir)
+        .args([
+            "--gateway-admin",
+            &url(args.gateway_admin_port),
+            "--orders-admin",
+            &url(args.orders_admin_port),
+            "--worker-admin",
+            &url(args.worker_admin_port),
+            "--agent",
+            &url(args.agent_port),
+            "--loadgen",
+            &url(args.loadgen_port),
+            "--prometheus-url",
+            &url(args.prometheus_port),
+            "--shop-url",
+            &format!("{}/", url(args.gateway_port)),
+            "--sut-postgres",
+            if database.backend == db::Backend::Postgres {
+                "true"
+            } else {
+                "false"
+            },
+        ]);
+    if let Some(dir) = &args.scenarios {
+        orchestrator_cmd.arg("--scenarios").arg(dir);
+    }
+    for cmd in [&mut agent_cmd, &mut loadgen_cmd, &mut orchestrator_cmd] {
         cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", args.otlp());
     }
     let mut children = Children {
@@ -173,6 +213,7 @@ pub async fn run_up(args: UpArgs) -> anyhow::Result<()> {
         ),
         agent: Some(agent_cmd.spawn().context("Failed to start the agent")?),
         loadgen: Some(loadgen_cmd.spawn().context("Failed to start the load generator")?),
+        orchestrator: Some(orchestrator_cmd.spawn().context("Failed to start the orchestrator")?),
     };
 
     let state = LabState {
@@ -362,6 +403,18 @@ fn components(args: &UpArgs, children: &Children) -> Vec<Component> {
             args.loadgen_port,
             children.loadgen.as_ref().and_then(Child::id),
         ),
+        {
+            let mut orchestrator = own(
+                "orchestrator",
+                args.control_port,
+                children.orchestrator.as_ref().and_then(Child::id),
+            );
+            orchestrator.endpoints.remove("metrics");
+            orchestrator
+                .endpoints
+                .insert("ui".to_owned(), format!("{}/", url(args.control_port)));
+            orchestrator
+        },
     ]
 }
 
@@ -420,6 +473,8 @@ fn print_urls(state: &LabState, data_dir: &Path, elapsed: Duration) {
         data_dir.display()
     );
     println!();
+    println!("  {:<24} {}", "control panel", endpoint("orchestrator", "ui"));
+    println!();
     println!("User path");
     println!("  {:<24} {}", "shop (gateway)", endpoint("gateway", "user"));
     println!("Secure (control) path");
@@ -428,6 +483,11 @@ fn print_urls(state: &LabState, data_dir: &Path, elapsed: Duration) {
     }
     println!("  {:<24} {}/processes", "agent API", endpoint("agent", "control"));
     println!("  {:<24} {}/load", "load generator API", endpoint("loadgen", "control"));
+    println!(
+        "  {:<24} {}/api/scenarios",
+        "scenarios and runs",
+        endpoint("orchestrator", "control")
+    );
     println!("Observability path");
     for c in &state.components {
         println!(
@@ -469,6 +529,7 @@ struct Children {
     telemetry: Option<Child>,
     agent: Option<Child>,
     loadgen: Option<Child>,
+    orchestrator: Option<Child>,
 }
 
 impl Children {
@@ -477,6 +538,7 @@ impl Children {
             ("observability backend", &mut self.telemetry),
             ("agent", &mut self.agent),
             ("load generator", &mut self.loadgen),
+            ("orchestrator", &mut self.orchestrator),
         ] {
             if let Some(c) = child
                 && let Some(status) = c.try_wait()?
@@ -492,9 +554,14 @@ impl Children {
     /// SUT it supervises, then the backend (last, so it sees the end). SIGTERM, a grace period,
     /// then SIGKILL of the whole process group.
     async fn stop(&mut self) {
-        for child in [self.loadgen.take(), self.agent.take(), self.telemetry.take()]
-            .into_iter()
-            .flatten()
+        for child in [
+            self.orchestrator.take(),
+            self.loadgen.take(),
+            self.agent.take(),
+            self.telemetry.take(),
+        ]
+        .into_iter()
+        .flatten()
         {
             stop_child(child, Duration::from_secs(15)).await;
         }

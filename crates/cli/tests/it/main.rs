@@ -7,6 +7,7 @@
 
 mod differential;
 mod harness;
+mod orchestrator;
 mod sut;
 mod traces;
 mod up;

@@ -2,7 +2,7 @@
 //! agent keeping the SUT running, one lab per data directory, and nothing left after SIGTERM.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
@@ -10,14 +10,14 @@ use serde_json::{Value, json};
 
 use crate::harness::{TempDir, eventually, exe, fresh_pg_database, send_json};
 
-fn free_ports(n: usize) -> Vec<u16> {
+pub fn free_ports(n: usize) -> Vec<u16> {
     let listeners: Vec<_> = (0..n)
         .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
         .collect();
     listeners.iter().map(|l| l.local_addr().unwrap().port()).collect()
 }
 
-fn port_args(ports: &[u16]) -> Vec<String> {
+pub fn port_args(ports: &[u16]) -> Vec<String> {
     let flags = [
         "--gateway-port",
         "--orders-port",
@@ -26,12 +26,43 @@ fn port_args(ports: &[u16]) -> Vec<String> {
         "--worker-admin-port",
         "--agent-port",
         "--loadgen-port",
+        "--prometheus-port",
+        "--otlp-port",
+        "--control-port",
     ];
     flags
         .iter()
         .zip(ports)
         .flat_map(|(f, p)| [f.to_string(), p.to_string()])
         .collect()
+}
+
+/// Starts `observastack up` on `ports` against `db` (plus `extra` arguments) and waits for it to
+/// say it is ready; returns the child (its stdout drained from then on) and what it printed.
+pub fn start_up(data_dir: &str, ports: &[u16], db: &str, extra: &[&str]) -> (Child, String) {
+    let mut up = Command::new(exe())
+        .args(["up", "--data-dir", data_dir, "--rate", "5"])
+        .args(port_args(ports))
+        .args(extra)
+        .env("DATABASE_URL", db)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(up.stdout.take().unwrap());
+    let mut printed = String::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !printed.contains("Press Ctrl-C to stop.") {
+        assert!(Instant::now() < deadline, "up not ready in 120 s:\n{printed}");
+        let mut line = String::new();
+        if stdout.read_line(&mut line).unwrap() == 0 {
+            panic!("up exited before it was ready:\n{printed}\n{:?}", up.wait());
+        }
+        printed.push_str(&line);
+    }
+    std::thread::spawn(move || for _ in stdout.lines() {});
+    (up, printed)
 }
 
 fn status_json(data_dir: &str) -> Value {
@@ -55,27 +86,8 @@ fn alive(pid: i64) -> bool {
 async fn up_runs_the_lab_and_leaves_nothing_after_sigterm() {
     let db = fresh_pg_database().await;
     let dir = TempDir::new("up");
-    let ports = free_ports(9);
-    let mut up = Command::new(exe())
-        .args(["up", "--data-dir", dir.path(), "--rate", "5"])
-        .args(port_args(&ports))
-        .env("DATABASE_URL", &db)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(up.stdout.take().unwrap());
-    let mut printed = String::new();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !printed.contains("Press Ctrl-C to stop.") {
-        assert!(Instant::now() < deadline, "up not ready in 120 s:\n{printed}");
-        let mut line = String::new();
-        if stdout.read_line(&mut line).unwrap() == 0 {
-            panic!("up exited before it was ready:\n{printed}\n{:?}", up.wait_with_output());
-        }
-        printed.push_str(&line);
-    }
+    let ports = free_ports(10);
+    let (mut up, printed) = start_up(dir.path(), &ports, &db, &[]);
     // Every URL is printed, grouped by network path.
     for heading in ["User path", "Secure (control) path", "Observability path"] {
         assert!(printed.contains(heading), "{printed}");
@@ -88,12 +100,29 @@ async fn up_runs_the_lab_and_leaves_nothing_after_sigterm() {
     let status = status_json(dir.path());
     let components = status["components"].as_array().unwrap();
     let names: Vec<&str> = components.iter().map(|c| c["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["gateway", "orders", "worker", "telemetry", "agent", "loadgen"]);
+    assert_eq!(
+        names,
+        [
+            "gateway",
+            "orders",
+            "worker",
+            "telemetry",
+            "agent",
+            "loadgen",
+            "orchestrator"
+        ]
+    );
     for c in components {
         assert_eq!(c["healthy"], true, "{c}");
         assert!(c["pid"].as_i64().is_some_and(alive), "{c}");
-        assert!(c["endpoints"]["metrics"].as_str().unwrap().ends_with("/metrics"), "{c}");
+        if c["name"] != "orchestrator" {
+            assert!(c["endpoints"]["metrics"].as_str().unwrap().ends_with("/metrics"), "{c}");
+        }
     }
+    assert_eq!(
+        components[6]["endpoints"]["control"],
+        format!("http://127.0.0.1:{}", ports[9])
+    );
     let gateway = &components[0];
     assert_eq!(gateway["endpoints"]["user"], format!("http://127.0.0.1:{}/", ports[0]));
     let orders_admin = components[1]["endpoints"]["admin"].as_str().unwrap().to_owned();
@@ -104,7 +133,7 @@ async fn up_runs_the_lab_and_leaves_nothing_after_sigterm() {
         .output()
         .unwrap();
     let table = String::from_utf8_lossy(&plain.stdout);
-    assert!(table.starts_with("NAME") && table.lines().count() == 7, "{table}");
+    assert!(table.starts_with("NAME") && table.lines().count() == 8, "{table}");
 
     // Simulated users are being served.
     let loadgen = components[5]["endpoints"]["control"].as_str().unwrap().to_owned();
@@ -243,7 +272,7 @@ async fn up_runs_the_lab_and_leaves_nothing_after_sigterm() {
 fn up_refuses_a_port_in_use_and_names_the_flag() {
     let dir = TempDir::new("busy");
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let mut ports = free_ports(9);
+    let mut ports = free_ports(10);
     ports[0] = busy.local_addr().unwrap().port();
     let out = Command::new(exe())
         .args(["up", "--data-dir", dir.path()])

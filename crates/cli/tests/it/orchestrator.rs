@@ -1,0 +1,371 @@
+//! The orchestrator against a real lab (`observastack up`): the REST API and its errors, the
+//! WebSocket (a late subscriber first receives the current state), learner actions proxied to
+//! `/config` and recorded, completion and the debrief; and a SIGKILL mid-run that loses no
+//! recorded event and resumes the run.
+
+use std::process::Child;
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::harness::{Proc, TempDir, client, eventually, fresh_pg_database, send_json};
+use crate::up::{free_ports, start_up};
+
+const DRILL: &str = r#"
+id: drill
+title: A drill on the real lab
+difficulty: beginner
+estimated_time: 5m
+objectives: [follow a run]
+briefing: Nothing is really wrong.
+setup:
+  load: {rate: 5}
+steady_state:
+  within: 60s
+  checks:
+    - {name: gateway scraped, query: 'sum(up{job="gateway"})', comparator: ">=", threshold: 1, for: 2s}
+timeline:
+  - {at: 2s, phase: fault}
+  - at: 2s
+    config: {service: orders, values: {injected_latency_ms: 1}}
+  - {at: 4s, notify: {severity: info, message: step two}}
+  - {at: 14s, notify: {severity: warning, message: step three}}
+hints:
+  - {after: 6s, text: hint one}
+  - {after: 16s, text: hint two}
+  - {after: 90s, text: hint three}
+success_criteria:
+  - {name: orders scraped, query: 'sum(up{job="orders"})', comparator: ">=", threshold: 1, for: 2s}
+time_limit: 3m
+fix:
+  root_cause: a drill has no root cause
+  steps:
+    - config: {service: orders, values: {injected_latency_ms: 0}}
+guide: drill.md
+"#;
+
+/// A lab started with `up` (stopped with SIGTERM when dropped) and a scenario directory.
+struct Lab {
+    up: Child,
+    ports: Vec<u16>,
+    _dir: TempDir,
+    scenarios: TempDir,
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.up.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.up.wait();
+    }
+}
+
+impl Lab {
+    async fn start() -> Lab {
+        let db = fresh_pg_database().await;
+        let dir = TempDir::new("orchestrator-lab");
+        let scenarios = TempDir::new("orchestrator-scenarios");
+        std::fs::write(format!("{}/drill.yaml", scenarios.path()), DRILL).unwrap();
+        std::fs::write(format!("{}/drill.md", scenarios.path()), "# Drill\nThe guide.").unwrap();
+        let ports = free_ports(10);
+        let (up, _) = start_up(dir.path(), &ports, &db, &["--scenarios", scenarios.path()]);
+        Lab {
+            up,
+            ports,
+            _dir: dir,
+            scenarios,
+        }
+    }
+
+    fn url(&self, i: usize) -> String {
+        format!("http://127.0.0.1:{}", self.ports[i])
+    }
+
+    /// A standalone orchestrator on a free port against this lab, its task database in `data`.
+    fn orchestrator(&self, data: &str) -> Proc {
+        Proc::start(
+            &[
+                "orchestrator",
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+                data,
+                "--scenarios",
+                self.scenarios.path(),
+                "--gateway-admin",
+                &self.url(2),
+                "--orders-admin",
+                &self.url(3),
+                "--worker-admin",
+                &self.url(4),
+                "--agent",
+                &self.url(5),
+                "--loadgen",
+                &self.url(6),
+                "--prometheus-url",
+                &self.url(7),
+                "--eval-interval-ms",
+                "500",
+            ],
+            &[],
+        )
+    }
+}
+
+async fn run_state(base: &str, id: &str) -> Value {
+    send_json(Method::GET, &format!("{base}/api/runs/{id}"), Value::Null)
+        .await
+        .1
+}
+
+fn kinds(state: &Value, kind: &str) -> Vec<Value> {
+    state["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == kind)
+        .cloned()
+        .collect()
+}
+
+/// Reads WebSocket messages until one satisfies `pred` (15 s at most).
+async fn ws_until<S>(ws: &mut S, what: &str, pred: impl Fn(&Value) -> bool) -> Value
+where
+    S: futures_util::Stream<
+            Item = Result<tokio_tungstenite::tungstenite::Message, tokio_tungstenite::tungstenite::Error>,
+        > + Unpin,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let msg = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .unwrap_or_else(|_| panic!("no WebSocket message: {what}"))
+            .expect("the WebSocket closed")
+            .expect("WebSocket error");
+        if let tokio_tungstenite::tungstenite::Message::Text(text) = msg {
+            let v: Value = serde_json::from_str(&text).unwrap();
+            if pred(&v) {
+                return v;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn api_websocket_learner_actions_and_debrief() {
+    let lab = Lab::start().await;
+    // `up`'s own orchestrator serves the catalogue: the library plus --scenarios.
+    let (status, list) = send_json(Method::GET, &format!("{}/api/scenarios", lab.url(9)), Value::Null).await;
+    assert_eq!(status, 200);
+    let ids: Vec<&str> = list["scenarios"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    for id in [
+        "cpu-regression",
+        "worker-pool-saturation",
+        "gateway-pool-lowered",
+        "db-bottleneck",
+        "drill",
+    ] {
+        assert!(ids.contains(&id), "{ids:?}");
+    }
+
+    let data = TempDir::new("orchestrator-a");
+    let orch = lab.orchestrator(data.path());
+    let base = orch.url("listen");
+
+    // Errors.
+    let (status, body) = send_json(Method::GET, &format!("{base}/api/scenarios/nope"), Value::Null).await;
+    assert_eq!((status, body["error"].as_str()), (404, Some("not_found")));
+    let (status, _) = send_json(Method::POST, &format!("{base}/api/runs"), json!({"scenario": "nope"})).await;
+    assert_eq!(status, 404);
+    let (status, body) = send_json(Method::POST, &format!("{base}/api/runs"), json!({"scenaro": "drill"})).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_json")));
+    let (status, body) = send_json(Method::GET, &format!("{base}/api/runs/missing/debrief"), Value::Null).await;
+    assert_eq!(status, 404, "{body}");
+    let openapi: Value = client()
+        .get(format!("{base}/api/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for path in [
+        "/api/scenarios",
+        "/api/runs",
+        "/api/runs/{id}/actions",
+        "/api/runs/{id}/ws",
+    ] {
+        assert!(
+            openapi["paths"].get(path).is_some(),
+            "{path} missing from the OpenAPI document"
+        );
+    }
+    let (status, detail) = send_json(Method::GET, &format!("{base}/api/scenarios/drill"), Value::Null).await;
+    assert_eq!(status, 200);
+    assert_eq!(detail["hint_count"], 3);
+    assert!(detail.get("fix").is_none(), "the fix is not shown before the debrief");
+
+    // A run.
+    let (status, run) = send_json(Method::POST, &format!("{base}/api/runs"), json!({"scenario": "drill"})).await;
+    assert_eq!(status, 201, "{run}");
+    let id = run["id"].as_str().unwrap().to_owned();
+    let (status, _) = send_json(Method::POST, &format!("{base}/api/runs"), json!({"scenario": "drill"})).await;
+    assert_eq!(status, 409, "a second run while one is active");
+
+    // The WebSocket: the state first, then events and criteria as they happen.
+    let ws_url = format!("{}/api/runs/{id}/ws", base.replace("http://", "ws://"));
+    let (mut ws, _) = tokio_tungstenite::connect_async(&ws_url).await.unwrap();
+    let first = ws_until(&mut ws, "state", |_| true).await;
+    assert_eq!(first["type"], "state");
+    assert_eq!(first["run"]["id"], id.as_str());
+    let hint = ws_until(&mut ws, "hint one", |v| {
+        v["type"] == "event" && v["event"]["kind"] == "hint"
+    })
+    .await;
+    assert_eq!(hint["event"]["data"]["text"], "hint one");
+    let criteria = ws_until(&mut ws, "criteria", |v| v["type"] == "criteria").await;
+    assert_eq!(criteria["criteria"][0]["name"], "orders scraped");
+
+    // A late subscriber gets everything so far in its first message.
+    let (mut late, _) = tokio_tungstenite::connect_async(&ws_url).await.unwrap();
+    let state = ws_until(&mut late, "late state", |_| true).await;
+    assert_eq!(state["type"], "state");
+    assert!(
+        kinds(&state, "hint").iter().any(|e| e["data"]["text"] == "hint one"),
+        "{state}"
+    );
+    assert!(
+        kinds(&state, "notify")
+            .iter()
+            .any(|e| e["data"]["message"] == "step two")
+    );
+
+    // Learner actions go to the lab's /config and are recorded; a rejection names the field.
+    let actions = format!("{base}/api/runs/{id}/actions");
+    let (status, body) = send_json(
+        Method::POST,
+        &actions,
+        json!({"kind": "config", "service": "orders", "values": {"db_pool_size": 0}}),
+    )
+    .await;
+    assert_eq!((status, body["field"].as_str()), (400, Some("db_pool_size")), "{body}");
+    let (status, body) = send_json(
+        Method::POST,
+        &actions,
+        json!({"kind": "config", "service": "orders", "values": {"injected_latency_ms": 0}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, config) = send_json(Method::GET, &format!("{}/config", lab.url(3)), Value::Null).await;
+    assert_eq!(config["values"]["injected_latency_ms"], 0);
+    let (status, _) = send_json(Method::POST, &actions, json!({"kind": "teleport"})).await;
+    assert_eq!(status, 400);
+    let recorded = kinds(&run_state(&base, &id).await, "learner_action");
+    assert_eq!(recorded.len(), 2, "{recorded:?}");
+    assert_eq!(recorded[0]["data"]["ok"], false);
+    assert_eq!(recorded[1]["data"]["ok"], true);
+
+    // Complete: the criterion holds, so the run is resolved; then the debrief.
+    let (status, _) = send_json(Method::POST, &format!("{base}/api/runs/{id}/complete"), Value::Null).await;
+    assert_eq!(status, 202);
+    let ended = eventually("the run to end", Duration::from_secs(20), || async {
+        let s = run_state(&base, &id).await;
+        (s["run"]["status"] != "running").then_some(s)
+    })
+    .await;
+    assert_eq!(ended["run"]["status"], "resolved", "{}", ended["run"]);
+    let (status, debrief) = send_json(Method::GET, &format!("{base}/api/runs/{id}/debrief"), Value::Null).await;
+    assert_eq!(status, 200);
+    assert_eq!(debrief["root_cause"], "a drill has no root cause");
+    assert_eq!(debrief["guide"], "# Drill\nThe guide.");
+    assert!(
+        debrief["time_to_first_action_s"].as_f64().is_some_and(|t| t > 0.0),
+        "{debrief}"
+    );
+    assert!(!debrief["timeline"].as_array().unwrap().is_empty());
+    let (status, _) = send_json(Method::POST, &format!("{base}/api/runs/{id}/abort"), Value::Null).await;
+    assert_eq!(status, 409, "an ended run cannot be aborted");
+    let (_, runs) = send_json(Method::GET, &format!("{base}/api/runs"), Value::Null).await;
+    assert_eq!(runs["runs"][0]["id"], id.as_str());
+    assert_eq!(runs["active"], Value::Null);
+    drop(lab);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_mid_run_loses_no_event_and_the_run_resumes() {
+    let lab = Lab::start().await;
+    let data = TempDir::new("orchestrator-kill");
+    let mut first = lab.orchestrator(data.path());
+    let base = first.url("listen");
+    let (status, run) = send_json(Method::POST, &format!("{base}/api/runs"), json!({"scenario": "drill"})).await;
+    assert_eq!(status, 201, "{run}");
+    let id = run["id"].as_str().unwrap().to_owned();
+    let before = eventually("step two", Duration::from_secs(60), || async {
+        let s = run_state(&base, &id).await;
+        kinds(&s, "notify")
+            .iter()
+            .any(|e| e["data"]["message"] == "step two")
+            .then_some(s)
+    })
+    .await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(first.child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let _ = first.child.wait();
+
+    let second = lab.orchestrator(data.path());
+    let base = second.url("listen");
+    let after = run_state(&base, &id).await;
+    assert_eq!(after["run"]["status"], "running", "{}", after["run"]);
+    // Every event recorded before the kill is still there, unchanged, in order.
+    let old = before["events"].as_array().unwrap();
+    let new = after["events"].as_array().unwrap();
+    assert!(new.len() > old.len());
+    assert_eq!(&new[..old.len()], &old[..]);
+    assert!(
+        kinds(&after, "note")
+            .iter()
+            .any(|e| e["data"]["text"].as_str().unwrap().contains("resumes"))
+    );
+
+    // The timeline goes on where it was: later steps come, earlier ones are not repeated.
+    let resumed = eventually("step three", Duration::from_secs(40), || async {
+        let s = run_state(&base, &id).await;
+        kinds(&s, "notify")
+            .iter()
+            .any(|e| e["data"]["message"] == "step three")
+            .then_some(s)
+    })
+    .await;
+    let step_two = kinds(&resumed, "notify")
+        .iter()
+        .filter(|e| e["data"]["message"] == "step two")
+        .count();
+    assert_eq!(step_two, 1, "step two applied again after the restart");
+    assert_eq!(kinds(&resumed, "phase").len(), 1);
+    let (status, _) = send_json(
+        Method::POST,
+        &format!("{base}/api/runs/{id}/abort"),
+        json!({"reason": "test over"}),
+    )
+    .await;
+    assert_eq!(status, 202);
+    let ended = eventually("aborted", Duration::from_secs(20), || async {
+        let s = run_state(&base, &id).await;
+        (s["run"]["status"] == "aborted").then_some(s)
+    })
+    .await;
+    assert_eq!(ended["run"]["reason"], "test over");
+    drop(lab);
+}

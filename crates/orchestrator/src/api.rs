@@ -1,0 +1,289 @@
+//! The orchestrator's REST + WebSocket API on the control path (see `openapi.json`).
+
+use std::sync::Arc;
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures_util::{SinkExt as _, StreamExt as _};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use observastack_common::http::error_response;
+use observastack_scenario::Action;
+
+use crate::runner::{Orchestrator, Push, RunError};
+
+/// The OpenAPI document of this API.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// The API routes.
+pub fn router(o: Arc<Orchestrator>) -> Router {
+    Router::new()
+        .route("/api/openapi.json", get(openapi))
+        .route("/api/scenarios", get(list_scenarios))
+        .route("/api/scenarios/{id}", get(show_scenario))
+        .route("/api/runs", get(list_runs).post(start_run))
+        .route("/api/runs/{id}", get(show_run))
+        .route("/api/runs/{id}/abort", post(abort_run))
+        .route("/api/runs/{id}/complete", post(complete_run))
+        .route("/api/runs/{id}/actions", post(learner_action))
+        .route("/api/runs/{id}/debrief", get(debrief))
+        .route("/api/runs/{id}/ws", get(run_ws))
+        .with_state(o)
+}
+
+fn fail(e: RunError) -> Response {
+    match e {
+        RunError::NotFound(m) => error_response(StatusCode::NOT_FOUND, "not_found", None, &m),
+        RunError::Conflict(m) => error_response(StatusCode::CONFLICT, "conflict", None, &m),
+        RunError::Unavailable(m) => error_response(StatusCode::UNPROCESSABLE_ENTITY, "unavailable", None, &m),
+        RunError::Invalid(m) => error_response(StatusCode::BAD_REQUEST, "invalid_request", None, &m),
+        RunError::Internal(e) => {
+            tracing::error!(error = %format!("{e:#}"), "Request failed.");
+            error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal", None, &format!("{e:#}"))
+        }
+    }
+}
+
+async fn openapi() -> Response {
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+async fn list_scenarios(State(o): State<Arc<Orchestrator>>) -> Response {
+    let past = o.store.runs(1000).await.unwrap_or_default();
+    let list: Vec<Value> = o
+        .catalogue
+        .entries
+        .values()
+        .map(|e| {
+            let mut v = json!(e.summary());
+            let last = past
+                .iter()
+                .find(|r| r.scenario_id == e.scenario.id.value && r.status.is_final());
+            v["last_outcome"] = json!(last.map(|r| r.status));
+            v
+        })
+        .collect();
+    Json(json!({ "scenarios": list })).into_response()
+}
+
+async fn show_scenario(State(o): State<Arc<Orchestrator>>, Path(id): Path<String>) -> Response {
+    match o.catalogue.get(&id) {
+        Some(e) => Json(e.detail()).into_response(),
+        None => fail(RunError::NotFound(format!("no scenario {id:?}"))),
+    }
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    limit: Option<i64>,
+}
+
+async fn list_runs(State(o): State<Arc<Orchestrator>>, Query(q): Query<ListQuery>) -> Response {
+    match o.store.runs(q.limit.unwrap_or(100).clamp(1, 1000)).await {
+        Ok(runs) => Json(json!({ "runs": runs, "active": o.active_run() })).into_response(),
+        Err(e) => fail(e.into()),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StartRun {
+    scenario: String,
+    #[serde(default)]
+    mode: Option<String>,
+    #[serde(default)]
+    time_scale: Option<f64>,
+}
+
+async fn start_run(State(o): State<Arc<Orchestrator>>, body: axum::body::Bytes) -> Response {
+    let req: StartRun = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                None,
+                &format!("expected {{\"scenario\": ID, \"mode\"?: \"learner\"|\"verify\", \"time_scale\"?: N}}: {e}"),
+            );
+        }
+    };
+    match o
+        .start(&req.scenario, req.mode.as_deref().unwrap_or("learner"), req.time_scale)
+        .await
+    {
+        Ok(run) => (StatusCode::CREATED, Json(json!(run))).into_response(),
+        Err(e) => fail(e),
+    }
+}
+
+async fn run_state(o: &Orchestrator, id: &str) -> Result<Value, RunError> {
+    let run = o
+        .store
+        .run(id)
+        .await?
+        .ok_or_else(|| RunError::NotFound(format!("no run {id:?}")))?;
+    let events = o.store.events(id).await?;
+    let scenario = o.catalogue.get(&run.scenario_id).map(|e| e.detail());
+    Ok(json!({
+        "run": run,
+        "scenario": scenario,
+        "events": events,
+        "live": o.live(id),
+    }))
+}
+
+async fn show_run(State(o): State<Arc<Orchestrator>>, Path(id): Path<String>) -> Response {
+    match run_state(&o, &id).await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => fail(e),
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct AbortBody {
+    reason: Option<String>,
+}
+
+async fn abort_run(State(o): State<Arc<Orchestrator>>, Path(id): Path<String>, body: axum::body::Bytes) -> Response {
+    let reason = serde_json::from_slice::<AbortBody>(&body)
+        .ok()
+        .and_then(|b| b.reason)
+        .unwrap_or_else(|| "aborted by the learner".to_owned());
+    match o.abort(&id, &reason).await {
+        Ok(()) => (StatusCode::ACCEPTED, Json(json!({"run_id": id, "requested": "abort"}))).into_response(),
+        Err(e) => fail(e),
+    }
+}
+
+async fn complete_run(State(o): State<Arc<Orchestrator>>, Path(id): Path<String>) -> Response {
+    match o.complete(&id).await {
+        Ok(()) => (
+            StatusCode::ACCEPTED,
+            Json(json!({"run_id": id, "requested": "complete"})),
+        )
+            .into_response(),
+        Err(e) => fail(e),
+    }
+}
+
+async fn learner_action(
+    State(o): State<Arc<Orchestrator>>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let action = match parse_action(&body) {
+        Ok(a) => a,
+        Err(response) => return *response,
+    };
+    match o.learner_action(&id, &action).await {
+        // The lab's own answer, status and body, so a 400 names the field.
+        Ok(outcome) => {
+            let status = StatusCode::from_u16(outcome.status).unwrap_or(StatusCode::BAD_GATEWAY);
+            let status = if outcome.status == 0 {
+                StatusCode::BAD_GATEWAY
+            } else {
+                status
+            };
+            (status, Json(outcome.body)).into_response()
+        }
+        Err(e) => fail(e),
+    }
+}
+
+/// A learner action from a request body; a body that is not one is a 400 saying what is.
+pub(crate) fn parse_action(body: &[u8]) -> Result<Action, Box<Response>> {
+    serde_json::from_slice(body).map_err(|e| {
+        Box::new(error_response(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            None,
+            &format!(
+                "expected an action such as {{\"kind\": \"config\", \"service\": \"orders\", \"values\": {{…}}}}: {e}"
+            ),
+        ))
+    })
+}
+
+async fn debrief(State(o): State<Arc<Orchestrator>>, Path(id): Path<String>) -> Response {
+    let run = match o.store.run(&id).await {
+        Ok(Some(r)) => r,
+        Ok(None) => return fail(RunError::NotFound(format!("no run {id:?}"))),
+        Err(e) => return fail(e.into()),
+    };
+    if !run.status.is_final() {
+        return fail(RunError::Conflict(format!(
+            "run {id} is still {}; the debrief comes when it ends",
+            run.status.as_str()
+        )));
+    }
+    match o.debrief(&run).await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => fail(e.into()),
+    }
+}
+
+async fn run_ws(State(o): State<Arc<Orchestrator>>, Path(id): Path<String>, ws: WebSocketUpgrade) -> Response {
+    match o.store.run(&id).await {
+        Ok(Some(_)) => ws.on_upgrade(move |socket| follow(o, id, socket)),
+        Ok(None) => fail(RunError::NotFound(format!("no run {id:?}"))),
+        Err(e) => fail(e.into()),
+    }
+}
+
+/// A late subscriber first receives the current state (run, every event so far, the live
+/// criteria), then what is pushed; events already in the state are not sent twice.
+async fn follow(o: Arc<Orchestrator>, id: String, socket: WebSocket) {
+    let mut rx = o.subscribe();
+    let (mut sink, mut stream) = socket.split();
+    let state = match run_state(&o, &id).await {
+        Ok(v) => v,
+        Err(_) => return,
+    };
+    let last_id = state["events"]
+        .as_array()
+        .and_then(|e| e.last())
+        .and_then(|e| e["id"].as_i64())
+        .unwrap_or(0);
+    let mut hello = json!({"type": "state"});
+    if let (Some(h), Some(s)) = (hello.as_object_mut(), state.as_object()) {
+        h.extend(s.clone());
+    }
+    if sink.send(Message::Text(hello.to_string().into())).await.is_err() {
+        return;
+    }
+    loop {
+        tokio::select! {
+            msg = rx.recv() => match msg {
+                Ok(push) => {
+                    let relevant = match &push {
+                        Push::Event { event } => event.run_id == id && event.id > last_id,
+                        Push::Criteria { run_id, .. } => *run_id == id,
+                    };
+                    if relevant {
+                        let Ok(text) = serde_json::to_string(&push) else { continue };
+                        if sink.send(Message::Text(text.into())).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    // Too slow a reader: tell it to fetch the state again.
+                    let text = json!({"type": "lagged", "missed": n}).to_string();
+                    if sink.send(Message::Text(text.into())).await.is_err() {
+                        return;
+                    }
+                }
+                Err(_) => return,
+            },
+            incoming = stream.next() => match incoming {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+}

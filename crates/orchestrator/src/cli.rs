@@ -1,0 +1,696 @@
+//! `observastack orchestrator` and `observastack scenario list|show|validate|run|verify`.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use prometheus_client::registry::Registry;
+use serde_json::{Value, json};
+
+use observastack_common::http::{Readiness, check_secure_bind, health_routes, require_token};
+
+use crate::catalogue::{Catalogue, sut_schema, yaml_files};
+use crate::lab::{Endpoints, Lab};
+use crate::runner::{Orchestrator, Settings};
+use crate::store::Store;
+
+/// `observastack orchestrator`: runs scenarios against a lab and serves the control API.
+#[derive(Args, Debug, Clone)]
+pub struct OrchestratorArgs {
+    /// Address of the control API.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Directory of the default task database (`orchestrator.db`).
+    #[arg(long, env = "OBSERVASTACK_DATA_DIR", default_value = ".")]
+    pub data_dir: PathBuf,
+    /// Task database URL (`sqlite:…` or `postgres://…`); default SQLite in the data directory.
+    #[arg(long, env = "OBSERVASTACK_TASK_DATABASE_URL")]
+    pub task_database_url: Option<String>,
+    /// Extra scenarios: `*.yaml` files that add to or override the embedded library by id.
+    #[arg(long)]
+    pub scenarios: Option<PathBuf>,
+    /// Gateway admin URL (`/config`).
+    #[arg(long, default_value = "http://127.0.0.1:8100")]
+    pub gateway_admin: String,
+    /// Orders admin URL.
+    #[arg(long, default_value = "http://127.0.0.1:8101")]
+    pub orders_admin: String,
+    /// Worker admin URL.
+    #[arg(long, default_value = "http://127.0.0.1:8102")]
+    pub worker_admin: String,
+    /// Agent API URL.
+    #[arg(long, default_value = "http://127.0.0.1:8200")]
+    pub agent: String,
+    /// Load generator API URL.
+    #[arg(long, default_value = "http://127.0.0.1:8300")]
+    pub loadgen: String,
+    /// Prometheus-compatible API the criteria are evaluated through (embedded backend by
+    /// default; a real Prometheus in the full stack).
+    #[arg(long, default_value = "http://127.0.0.1:9090")]
+    pub prometheus_url: String,
+    /// The SUT runs on PostgreSQL (scenarios that require it are available).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub sut_postgres: bool,
+    /// How often success criteria are evaluated, in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    pub eval_interval_ms: u64,
+    /// Token the control API requires, and sends to the lab's control APIs.
+    #[arg(long, env = "OBSERVASTACK_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// A Grafana whose dashboards the panel embeds in its Observability tab (full stack).
+    #[arg(long)]
+    pub grafana_url: Option<String>,
+    /// The shop page (the gateway's user URL) the panel links to.
+    #[arg(long)]
+    pub shop_url: Option<String>,
+}
+
+/// Runs the orchestrator until SIGTERM or Ctrl-C.
+pub async fn run_orchestrator(args: OrchestratorArgs) -> anyhow::Result<()> {
+    let _telemetry = observastack_common::telemetry::init(
+        "orchestrator",
+        env!("CARGO_PKG_VERSION"),
+        std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok().as_deref(),
+    )?;
+    check_secure_bind(&args.listen, args.admin_token.as_deref())?;
+    let catalogue = Catalogue::load(args.scenarios.as_deref())?;
+    std::fs::create_dir_all(&args.data_dir).with_context(|| format!("Failed to create {}", args.data_dir.display()))?;
+    let url = args
+        .task_database_url
+        .clone()
+        .unwrap_or_else(|| Store::default_url(&args.data_dir));
+    let store = Store::open(&url).await?;
+    store.save_catalogue(&catalogue.rows()).await?;
+    let lab = Lab::new(
+        Endpoints {
+            services: BTreeMap::from([
+                ("gateway".to_owned(), args.gateway_admin.clone()),
+                ("orders".to_owned(), args.orders_admin.clone()),
+                ("worker".to_owned(), args.worker_admin.clone()),
+            ]),
+            agent: args.agent.clone(),
+            loadgen: args.loadgen.clone(),
+            prometheus: args.prometheus_url.trim_end_matches('/').to_owned(),
+        },
+        args.admin_token.clone(),
+    )?;
+    let shutdown = observastack_common::shutdown_token();
+    let orchestrator = Orchestrator::new(
+        catalogue,
+        store,
+        lab,
+        Settings {
+            eval_interval: Duration::from_millis(args.eval_interval_ms.max(100)),
+            postgres: args.sut_postgres,
+        },
+        shutdown.clone(),
+    );
+    orchestrator.recover().await?;
+    let readiness = Readiness::new("starting");
+    readiness.set_ready();
+    let registry = Arc::new(Registry::default());
+    let panel = crate::web::Panel {
+        shop_url: args.shop_url.clone(),
+        grafana_url: args.grafana_url.clone(),
+        postgres: args.sut_postgres,
+        token: args.admin_token.clone(),
+    };
+    let router = require_token(crate::api::router(orchestrator.clone()), args.admin_token.clone())
+        .merge(crate::web::router(orchestrator.clone(), panel))
+        .merge(health_routes("orchestrator", registry, readiness));
+    let listener = observastack_common::bind(args.listen, "--listen").await?;
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        scenarios = orchestrator.catalogue.entries.len(),
+        "Ready."
+    );
+    observastack_common::serve(listener, router, shutdown).await?;
+    Ok(())
+}
+
+/// `observastack scenario …`.
+#[derive(Subcommand, Debug, Clone)]
+pub enum ScenarioCommand {
+    /// List the scenarios.
+    List {
+        /// JSON: `[{"id", "title", "difficulty", "tags", …}]`.
+        #[arg(long)]
+        json: bool,
+        /// Also the scenarios of this directory.
+        #[arg(long)]
+        scenarios: Option<PathBuf>,
+    },
+    /// Show one scenario.
+    Show {
+        /// Its id.
+        id: String,
+        /// JSON.
+        #[arg(long)]
+        json: bool,
+        /// Also the scenarios of this directory.
+        #[arg(long)]
+        scenarios: Option<PathBuf>,
+    },
+    /// Check scenario files: every error as `file:line:column: message`; non-zero exit on any.
+    Validate {
+        /// Files or directories (default: the embedded library).
+        files: Vec<PathBuf>,
+    },
+    /// Run a scenario headless against the running lab, with live criteria and hints.
+    Run(RunArgs),
+    /// Verify scenarios end to end, each in its own lab: the steady state holds, the criteria
+    /// fail after the fault, and the reference fix makes them pass.
+    Verify(VerifyArgs),
+}
+
+/// `observastack scenario run`.
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// The scenario.
+    pub id: String,
+    /// The orchestrator (default: the running lab's, from its data directory).
+    #[arg(long)]
+    pub url: Option<String>,
+    /// The running lab's data directory.
+    #[arg(long, env = "OBSERVASTACK_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Apply the reference fix once the fault shows (a demonstration).
+    #[arg(long)]
+    pub autofix: bool,
+}
+
+/// `observastack scenario verify`.
+#[derive(Args, Debug, Clone)]
+pub struct VerifyArgs {
+    /// Scenario ids (or `--all`).
+    pub ids: Vec<String>,
+    /// Every scenario.
+    #[arg(long)]
+    pub all: bool,
+    /// Also the scenarios of this directory.
+    #[arg(long)]
+    pub scenarios: Option<PathBuf>,
+    /// Real time instead of the compression each scenario allows.
+    #[arg(long)]
+    pub no_compress: bool,
+    /// First port of the blocks of free ports the labs take (12 per lab).
+    #[arg(long, default_value_t = 19000)]
+    pub base_port: u16,
+    /// Keep each lab's data directory (logs) even when it passes.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+/// Runs a `scenario` subcommand.
+pub async fn run_scenario_command(cmd: ScenarioCommand) -> anyhow::Result<()> {
+    match cmd {
+        ScenarioCommand::List { json, scenarios } => {
+            let cat = Catalogue::load(scenarios.as_deref())?;
+            if json {
+                let list: Vec<Value> = cat.entries.values().map(|e| json!(e.summary())).collect();
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                for e in cat.entries.values() {
+                    let s = &e.scenario;
+                    println!(
+                        "{:<28} {:<13} {:>5}  {}",
+                        s.id.value,
+                        json!(s.difficulty).as_str().unwrap_or_default(),
+                        s.estimated_time.value.to_string(),
+                        s.title
+                    );
+                }
+            }
+            Ok(())
+        }
+        ScenarioCommand::Show { id, json, scenarios } => {
+            let cat = Catalogue::load(scenarios.as_deref())?;
+            let entry = cat.get(&id).with_context(|| {
+                format!(
+                    "no scenario {id:?}; known: {}",
+                    cat.entries.keys().cloned().collect::<Vec<_>>().join(", ")
+                )
+            })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&entry.detail())?);
+            } else {
+                let s = &entry.scenario;
+                println!("{} — {}", s.id.value, s.title);
+                println!(
+                    "difficulty {}, about {}, time limit {}, tags: {}",
+                    json!(s.difficulty).as_str().unwrap_or_default(),
+                    s.estimated_time.value,
+                    s.time_limit.value,
+                    s.tags.join(", ")
+                );
+                println!("\nBriefing\n  {}", s.briefing.trim().replace('\n', "\n  "));
+                println!("\nObjectives");
+                for o in &s.objectives {
+                    println!("  - {o}");
+                }
+                println!("\nSuccess criteria");
+                for c in &s.success_criteria {
+                    println!("  - {} (for {})", c.name, c.hold.value);
+                }
+                println!("\n{} hints; source {}", s.hints.len(), entry.source);
+            }
+            Ok(())
+        }
+        ScenarioCommand::Validate { files } => validate(files),
+        ScenarioCommand::Run(args) => run_headless(args).await,
+        ScenarioCommand::Verify(args) => crate::cli::verify(args).await,
+    }
+}
+
+fn validate(files: Vec<PathBuf>) -> anyhow::Result<()> {
+    let sut = sut_schema();
+    let mut problems = 0usize;
+    let mut checked = 0usize;
+    if files.is_empty() {
+        for (file, text) in observastack_scenario::library::scenarios() {
+            checked += 1;
+            match observastack_scenario::check(file, text, &sut) {
+                Ok(s) if observastack_scenario::library::guide(&s.guide.value).is_none() => {
+                    problems += 1;
+                    println!(
+                        "{file}:{}:{}: expected the guide {} beside the scenario, found none",
+                        s.guide.referenced.line(),
+                        s.guide.referenced.column(),
+                        s.guide.value
+                    );
+                }
+                Ok(_) => {}
+                Err(ds) => {
+                    problems += ds.len();
+                    ds.iter().for_each(|d| println!("{d}"));
+                }
+            }
+        }
+    }
+    let mut paths = Vec::new();
+    for f in files {
+        if f.is_dir() {
+            paths.extend(yaml_files(&f)?);
+        } else {
+            paths.push(f);
+        }
+    }
+    for path in paths {
+        checked += 1;
+        if let Err(ds) = crate::catalogue::load_file(&path, &sut) {
+            problems += ds.len();
+            ds.iter().for_each(|d| println!("{d}"));
+        }
+    }
+    if problems > 0 {
+        anyhow::bail!("{problems} problem(s) in {checked} scenario file(s)");
+    }
+    println!("{checked} scenario file(s) valid.");
+    Ok(())
+}
+
+fn client() -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(15))
+        .build()?)
+}
+
+async fn orchestrator_url(url: Option<String>, data_dir: Option<PathBuf>) -> anyhow::Result<String> {
+    if let Some(u) = url {
+        return Ok(u.trim_end_matches('/').to_owned());
+    }
+    let dir = data_dir.unwrap_or_else(observastack_lab::default_data_dir);
+    let lab = observastack_lab::LabState::read_running(&dir)?.with_context(|| {
+        format!(
+            "no lab is running from {} (start one with `observastack up`, or give --url)",
+            dir.display()
+        )
+    })?;
+    lab.components
+        .iter()
+        .find(|c| c.name == "orchestrator")
+        .and_then(|c| c.endpoints.get("control"))
+        .cloned()
+        .context("the running lab has no orchestrator")
+}
+
+/// Starts a run and follows it until it ends; returns the final run document.
+async fn follow_run(
+    http: &reqwest::Client,
+    base: &str,
+    scenario: &str,
+    mode: &str,
+    time_scale: f64,
+    mut progress: impl FnMut(&Value),
+) -> anyhow::Result<Value> {
+    let resp = http
+        .post(format!("{base}/api/runs"))
+        .json(&json!({"scenario": scenario, "mode": mode, "time_scale": time_scale}))
+        .send()
+        .await
+        .with_context(|| format!("the orchestrator at {base} did not answer"))?;
+    let status = resp.status();
+    let body: Value = resp.json().await.unwrap_or_default();
+    anyhow::ensure!(
+        status.is_success(),
+        "could not start {scenario}: HTTP {status}: {}",
+        body["message"].as_str().unwrap_or_default()
+    );
+    let id = body["id"].as_str().context("no run id")?.to_owned();
+    let abort = observastack_common::shutdown_signal();
+    tokio::pin!(abort);
+    loop {
+        tokio::select! {
+            _ = &mut abort => {
+                let _ = http.post(format!("{base}/api/runs/{id}/abort")).json(&json!({"reason": "interrupted"})).send().await;
+                anyhow::bail!("interrupted; run {id} aborted");
+            }
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+        let state: Value = match http.get(format!("{base}/api/runs/{id}")).send().await {
+            Ok(r) => r.json().await.unwrap_or_default(),
+            Err(_) => continue,
+        };
+        progress(&state);
+        let status = state["run"]["status"].as_str().unwrap_or_default();
+        if matches!(status, "resolved" | "failed" | "aborted" | "timed_out") {
+            return Ok(state);
+        }
+    }
+}
+
+fn criteria_line(state: &Value) -> String {
+    let live = &state["live"];
+    let items: Vec<String> = live["criteria"]
+        .as_array()
+        .map(|cs| {
+            cs.iter()
+                .map(|c| {
+                    let st = &c["status"];
+                    let mark = if st["met"].as_bool() == Some(true) {
+                        "✔"
+                    } else if st["passing"].as_bool() == Some(true) {
+                        "…"
+                    } else {
+                        "✘"
+                    };
+                    let v = st["value"]
+                        .as_f64()
+                        .map_or_else(|| "—".to_owned(), |v| format!("{v:.3}"));
+                    format!(
+                        "{mark} {} = {v} ({})",
+                        c["name"].as_str().unwrap_or_default(),
+                        c["expectation"].as_str().unwrap_or_default()
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    format!(
+        "[{} {:>5.0}s] {}",
+        live["phase"].as_str().unwrap_or("starting"),
+        live["elapsed_s"].as_f64().unwrap_or(0.0),
+        items.join(" | ")
+    )
+}
+
+fn event_line(e: &Value) -> Option<String> {
+    let d = &e["data"];
+    Some(match e["kind"].as_str()? {
+        "status" => format!(
+            "status: {}{}",
+            d["status"].as_str()?,
+            d["reason"].as_str().map(|r| format!(" ({r})")).unwrap_or_default()
+        ),
+        "hint" => format!(
+            "hint {}/{}: {}",
+            d["index"].as_u64()? + 1,
+            d["count"].as_u64()?,
+            d["text"].as_str()?
+        ),
+        "notify" => format!("[{}] {}", d["severity"].as_str()?, d["message"].as_str()?),
+        "phase" => format!("phase: {}", d["name"].as_str()?),
+        "action" if d.get("action").is_some() => format!("action: {}", d["action"]),
+        "criteria_broken" => "the success criteria are failing".to_owned(),
+        "criteria_met" => "every success criterion held for its window".to_owned(),
+        "fix" => format!("reference fix applied: {}", d["action"]),
+        "learner_action" => format!("your action: {}", d["action"]),
+        "steady_state" => format!(
+            "steady state {}",
+            if d["held"].as_bool()? { "held" } else { "did not hold" }
+        ),
+        "note" => d["text"].as_str()?.to_owned(),
+        _ => return None,
+    })
+}
+
+async fn run_headless(args: RunArgs) -> anyhow::Result<()> {
+    let base = orchestrator_url(args.url, args.data_dir).await?;
+    let http = client()?;
+    let mut seen = 0i64;
+    let mut last_line = Instant::now() - Duration::from_secs(60);
+    let mode = if args.autofix { "verify" } else { "learner" };
+    let state = follow_run(&http, &base, &args.id, mode, 1.0, |state| {
+        for e in state["events"].as_array().into_iter().flatten() {
+            let id = e["id"].as_i64().unwrap_or(0);
+            if id > seen {
+                seen = id;
+                if let Some(line) = event_line(e) {
+                    println!("{line}");
+                }
+            }
+        }
+        if last_line.elapsed() >= Duration::from_secs(5) {
+            last_line = Instant::now();
+            println!("{}", criteria_line(state));
+        }
+    })
+    .await?;
+    let run = &state["run"];
+    println!(
+        "Run {} ended: {} — {}",
+        run["id"].as_str().unwrap_or_default(),
+        run["status"].as_str().unwrap_or_default(),
+        run["reason"].as_str().unwrap_or_default()
+    );
+    println!(
+        "Debrief: {base}/api/runs/{}/debrief",
+        run["id"].as_str().unwrap_or_default()
+    );
+    Ok(())
+}
+
+/// A lab started for verification; stopped (SIGTERM) when dropped.
+struct VerifyLab {
+    child: tokio::process::Child,
+    dir: PathBuf,
+    keep: bool,
+}
+
+impl Drop for VerifyLab {
+    fn drop(&mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn free_block(from: u16, n: u16) -> anyhow::Result<u16> {
+    let mut base = from;
+    while base < 65000 {
+        if (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+            return Ok(base);
+        }
+        base += n;
+    }
+    anyhow::bail!("no block of {n} free ports from {from}")
+}
+
+async fn start_lab(index: usize, args: &VerifyArgs, keep: bool) -> anyhow::Result<(VerifyLab, String)> {
+    let port = free_block(args.base_port, 12)?;
+    let dir = std::env::temp_dir().join(format!("observastack-verify-{}-{index}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let exe = std::env::current_exe()?;
+    let flags = [
+        "--gateway-port",
+        "--orders-port",
+        "--gateway-admin-port",
+        "--orders-admin-port",
+        "--worker-admin-port",
+        "--agent-port",
+        "--loadgen-port",
+        "--prometheus-port",
+        "--otlp-port",
+        "--control-port",
+    ];
+    let mut cmd = tokio::process::Command::new(exe);
+    cmd.arg("up").arg("--data-dir").arg(&dir);
+    for (i, flag) in flags.iter().enumerate() {
+        cmd.arg(flag).arg((port + i as u16).to_string());
+    }
+    if let Some(s) = &args.scenarios {
+        cmd.arg("--scenarios").arg(s);
+    }
+    let log = std::fs::File::create(dir.join("up.log"))?;
+    cmd.stdout(log.try_clone()?)
+        .stderr(log)
+        .stdin(std::process::Stdio::null())
+        .env(observastack_lab::PARENT_WATCH_ENV, "1")
+        .kill_on_drop(true);
+    let child = cmd.spawn().context("Failed to start a lab")?;
+    let lab = VerifyLab {
+        child,
+        dir: dir.clone(),
+        keep,
+    };
+    let control = format!("http://127.0.0.1:{}", port + 9);
+    let http = client()?;
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        if observastack_lab::LabState::read_running(&dir).ok().flatten().is_some()
+            && let Ok(r) = http.get(format!("{control}/readyz")).send().await
+            && r.status().is_success()
+        {
+            return Ok((lab, control));
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the lab did not become ready in 180 s; see {}",
+            dir.join("up.log").display()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// `observastack scenario verify`.
+pub async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
+    let cat = Catalogue::load(args.scenarios.as_deref())?;
+    let ids: Vec<String> = if args.all {
+        cat.entries.keys().cloned().collect()
+    } else {
+        args.ids.clone()
+    };
+    anyhow::ensure!(!ids.is_empty(), "name scenarios to verify, or --all");
+    for id in &ids {
+        anyhow::ensure!(cat.get(id).is_some(), "no scenario {id:?}");
+    }
+    let total = Instant::now();
+    let mut failures = Vec::new();
+    let mut times = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let entry = cat.get(id).context("scenario")?;
+        let scale = if args.no_compress {
+            1.0
+        } else {
+            entry.scenario.verify.time_scale
+        };
+        let limit = entry.scenario.time_limit.value.as_secs_f64() / scale;
+        println!("[{}/{}] {id}: starting a lab", i + 1, ids.len());
+        let started = Instant::now();
+        let outcome = async {
+            let (lab, control) = start_lab(i, &args, args.keep).await?;
+            let http = client()?;
+            let mut last_print = Instant::now();
+            let mut seen = 0i64;
+            let state = follow_run(&http, &control, id, "verify", scale, |state| {
+                for e in state["events"].as_array().into_iter().flatten() {
+                    let eid = e["id"].as_i64().unwrap_or(0);
+                    if eid > seen {
+                        seen = eid;
+                        if matches!(
+                            e["kind"].as_str(),
+                            Some("status" | "steady_state" | "criteria_broken" | "fix" | "criteria_met")
+                        ) && let Some(line) = event_line(e)
+                        {
+                            println!("    {line}");
+                        }
+                    }
+                }
+                if last_print.elapsed() >= Duration::from_secs(10) {
+                    last_print = Instant::now();
+                    let elapsed = state["live"]["elapsed_s"].as_f64().unwrap_or(0.0);
+                    let width = 20usize;
+                    let filled = ((elapsed / limit).clamp(0.0, 1.0) * width as f64) as usize;
+                    println!(
+                        "    [{}{}] {}",
+                        "#".repeat(filled),
+                        "-".repeat(width - filled),
+                        criteria_line(state)
+                    );
+                }
+                let _ = std::io::stdout().flush();
+            })
+            .await?;
+            Ok::<_, anyhow::Error>((lab, state))
+        }
+        .await;
+        let secs = started.elapsed().as_secs_f64();
+        times.push((id.clone(), secs));
+        match outcome {
+            Ok((lab, state)) => {
+                let run = &state["run"];
+                let events: Vec<&Value> = state["events"]
+                    .as_array()
+                    .map(|v| v.iter().collect())
+                    .unwrap_or_default();
+                let has = |k: &str| events.iter().any(|e| e["kind"] == k);
+                if run["status"] == "resolved" {
+                    println!("  ✔ {id} verified in {secs:.0} s");
+                } else {
+                    let step = if !has("steady_state")
+                        || events
+                            .iter()
+                            .any(|e| e["kind"] == "steady_state" && e["data"]["held"] == false)
+                    {
+                        "steady state (before the fault)"
+                    } else if !has("criteria_broken") {
+                        "fault (the criteria should fail after it)"
+                    } else {
+                        "reference fix (the criteria should pass after it)"
+                    };
+                    let reason = run["reason"].as_str().unwrap_or_default().to_owned();
+                    println!("  ✘ {id} failed at the {step}: {reason}");
+                    println!("    logs: {}", lab.dir.display());
+                    let mut lab = lab;
+                    lab.keep = true;
+                    failures.push(format!(
+                        "{id}: {step}: {} — {reason}",
+                        run["status"].as_str().unwrap_or_default()
+                    ));
+                }
+            }
+            Err(e) => {
+                println!("  ✘ {id}: {e:#}");
+                failures.push(format!("{id}: {e:#}"));
+            }
+        }
+    }
+    println!();
+    for (id, secs) in &times {
+        println!("  {id:<28} {secs:>6.0} s");
+    }
+    println!("  {:<28} {:>6.0} s", "total", total.elapsed().as_secs_f64());
+    if !failures.is_empty() {
+        anyhow::bail!(
+            "{} of {} scenario(s) failed verification:\n  {}",
+            failures.len(),
+            ids.len(),
+            failures.join("\n  ")
+        );
+    }
+    println!("{} scenario(s) verified.", ids.len());
+    Ok(())
+}

@@ -1,0 +1,22 @@
+//! The orchestrator: runs scenarios against the lab and serves the control API.
+//!
+//! - [`catalogue`]: the embedded scenario library plus `--scenarios DIR`, validated.
+//! - [`store`]: the task database (SQLite by default, PostgreSQL when configured): runs and
+//!   every run event, committed before they are pushed.
+//! - [`lab`]: the SUT's `/config`, the agent, the load generator and the PromQL backend, over
+//!   the same HTTP APIs a learner's tools use.
+//! - [`runner`]: one run at a time: baseline, steady state, timeline, hints, criteria, end,
+//!   debrief; resumes or closes runs found unfinished at start-up.
+//! - [`api`]: REST + WebSocket on the control path; `openapi.json` documents it.
+//! - [`web`]: the embedded web control panel and the lab routes it needs.
+//! - [`cli`]: `observastack orchestrator` and `observastack scenario …`.
+
+pub mod api;
+pub mod catalogue;
+pub mod cli;
+pub mod lab;
+pub mod runner;
+pub mod store;
+pub mod web;
+
+pub use cli::{OrchestratorArgs, ScenarioCommand, run_orchestrator, run_scenario_command};

@@ -1,0 +1,892 @@
+//! Running a scenario: reset the SUT to the baseline, check the steady state, execute the
+//! timeline on schedule, push hints, evaluate the success criteria with their `for` windows,
+//! record learner actions, end, and compute the debrief.
+//!
+//! One run at a time (one lab). Every event is committed to the task database before it is
+//! pushed; a run found unfinished at start-up is resumed (running) or closed with a reason.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::sync::{broadcast, mpsc};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use observastack_common::now_millis;
+use observastack_scenario::criteria::{Reading, Status as CriterionStatus, Window};
+use observastack_scenario::model::Requirement;
+use observastack_scenario::timeline::{self, Item};
+use observastack_scenario::{Action, Criterion, Scenario};
+
+use crate::catalogue::{Catalogue, Entry};
+use crate::lab::Lab;
+use crate::store::{Event, Run, Status, Store};
+
+/// How the runner behaves.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// How often criteria are evaluated.
+    pub eval_interval: Duration,
+    /// The SUT's database is PostgreSQL (scenarios that require it can run).
+    pub postgres: bool,
+}
+
+/// What the WebSocket pushes.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Push {
+    /// A recorded event.
+    Event {
+        /// The event.
+        event: Event,
+    },
+    /// The live criteria of a run.
+    Criteria {
+        /// The run.
+        run_id: String,
+        /// Where it is.
+        phase: String,
+        /// Seconds since the incident started (after the baseline).
+        elapsed_s: f64,
+        /// Steady-state checks (during the baseline) or success criteria.
+        criteria: Vec<CriterionView>,
+    },
+}
+
+/// One criterion as shown live.
+#[derive(Debug, Clone, Serialize)]
+pub struct CriterionView {
+    /// Its name.
+    pub name: String,
+    /// The query.
+    pub query: String,
+    /// E.g. `< 0.1` or `between 1 and 2`.
+    pub expectation: String,
+    /// The window, seconds.
+    pub for_s: f64,
+    /// Unit, for display.
+    pub unit: Option<String>,
+    /// The latest status (none before the first evaluation).
+    pub status: Option<CriterionStatus>,
+}
+
+/// What a learner can ask of a running run.
+#[derive(Debug)]
+enum Control {
+    Complete,
+    Abort(String),
+}
+
+/// The live state of the active run.
+struct Active {
+    run_id: String,
+    control: mpsc::Sender<Control>,
+    live: Arc<Mutex<Live>>,
+}
+
+#[derive(Default, Clone, Serialize)]
+struct Live {
+    phase: String,
+    elapsed_s: f64,
+    criteria: Vec<CriterionView>,
+}
+
+/// The orchestrator: the catalogue, the task database, the lab and the active run.
+pub struct Orchestrator {
+    /// The scenarios.
+    pub catalogue: Catalogue,
+    /// The task database.
+    pub store: Store,
+    /// The lab's APIs.
+    pub lab: Lab,
+    settings: Settings,
+    active: Mutex<Option<Active>>,
+    bus: broadcast::Sender<Push>,
+    shutdown: CancellationToken,
+}
+
+/// Why a request could not be done.
+#[derive(Debug)]
+pub enum RunError {
+    /// No such scenario or run.
+    NotFound(String),
+    /// Not now: another run is active, or this one has ended.
+    Conflict(String),
+    /// The lab cannot run it (e.g. needs PostgreSQL).
+    Unavailable(String),
+    /// The request itself is wrong.
+    Invalid(String),
+    /// Something broke.
+    Internal(anyhow::Error),
+}
+
+impl std::fmt::Display for RunError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NotFound(m) | Self::Conflict(m) | Self::Unavailable(m) | Self::Invalid(m) => f.write_str(m),
+            Self::Internal(e) => write!(f, "{e:#}"),
+        }
+    }
+}
+
+impl std::error::Error for RunError {}
+
+impl From<anyhow::Error> for RunError {
+    fn from(e: anyhow::Error) -> Self {
+        Self::Internal(e)
+    }
+}
+
+impl Orchestrator {
+    /// A new orchestrator; call [`Orchestrator::recover`] once before serving.
+    pub fn new(
+        catalogue: Catalogue,
+        store: Store,
+        lab: Lab,
+        settings: Settings,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
+        let (bus, _) = broadcast::channel(1024);
+        Arc::new(Self {
+            catalogue,
+            store,
+            lab,
+            settings,
+            active: Mutex::new(None),
+            bus,
+            shutdown,
+        })
+    }
+
+    /// Subscribes to everything pushed.
+    pub fn subscribe(&self) -> broadcast::Receiver<Push> {
+        self.bus.subscribe()
+    }
+
+    fn active_lock(&self) -> std::sync::MutexGuard<'_, Option<Active>> {
+        self.active.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The id of the active run.
+    pub fn active_run(&self) -> Option<String> {
+        self.active_lock().as_ref().map(|a| a.run_id.clone())
+    }
+
+    /// The live criteria and phase of a run, when it is the active one.
+    pub fn live(&self, run_id: &str) -> Option<Value> {
+        let guard = self.active_lock();
+        let active = guard.as_ref().filter(|a| a.run_id == run_id)?;
+        let live = active.live.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        serde_json::to_value(live).ok()
+    }
+
+    /// Runs found unfinished at start-up: a running one is resumed (its applied actions and
+    /// shown hints are in the events), one still in its baseline is closed with a reason.
+    pub async fn recover(self: &Arc<Self>) -> anyhow::Result<()> {
+        for run in self.store.unfinished_runs().await? {
+            let entry = self.catalogue.get(&run.scenario_id).cloned();
+            let resumable = run.status == Status::Running && self.active_run().is_none();
+            match (entry, resumable, run.started_at_ms) {
+                (Some(entry), true, Some(started)) => {
+                    let limit_ms = (entry.scenario.time_limit.value.as_secs_f64() * 1000.0 / run.time_scale) as i64;
+                    if now_millis() - started > limit_ms {
+                        self.finish(
+                            &run.id,
+                            Status::TimedOut,
+                            "the time limit passed while the orchestrator was stopped",
+                        )
+                        .await?;
+                        continue;
+                    }
+                    self.record(
+                        &run.id,
+                        "note",
+                        None,
+                        json!({"text": "The orchestrator restarted; the run resumes. Criteria windows start again."}),
+                    )
+                    .await?;
+                    self.spawn(run, entry, true)?;
+                }
+                (None, _, _) => {
+                    self.finish(&run.id, Status::Aborted, "the scenario is no longer in the catalogue")
+                        .await?;
+                }
+                _ => {
+                    let why = format!(
+                        "the orchestrator stopped during the {} phase; start the scenario again",
+                        run.status.as_str()
+                    );
+                    self.finish(&run.id, Status::Aborted, &why).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts a run of `scenario_id`. `mode` is `learner`, or `verify` (the reference fix is
+    /// applied once the criteria have failed after the fault).
+    pub async fn start(
+        self: &Arc<Self>,
+        scenario_id: &str,
+        mode: &str,
+        time_scale: Option<f64>,
+    ) -> Result<Run, RunError> {
+        let entry = self
+            .catalogue
+            .get(scenario_id)
+            .cloned()
+            .ok_or_else(|| RunError::NotFound(format!("no scenario {scenario_id:?}")))?;
+        if !matches!(mode, "learner" | "verify") {
+            return Err(RunError::Invalid(format!(
+                "expected mode learner or verify, found {mode:?}"
+            )));
+        }
+        if entry.scenario.requires.contains(&Requirement::Postgres) && !self.settings.postgres {
+            return Err(RunError::Unavailable(format!(
+                "{scenario_id} needs PostgreSQL and this lab runs on SQLite; start the lab with DATABASE_URL=postgres://…"
+            )));
+        }
+        let scale = time_scale.unwrap_or(1.0);
+        if !(1.0..=entry.scenario.verify.time_scale.max(1.0)).contains(&scale) {
+            return Err(RunError::Invalid(format!(
+                "expected time_scale from 1 to {} for {scenario_id}, found {scale}",
+                entry.scenario.verify.time_scale
+            )));
+        }
+        if let Some(id) = self.active_run() {
+            return Err(RunError::Conflict(format!(
+                "run {id} is active; complete or abort it first"
+            )));
+        }
+        let run = self.store.create_run(scenario_id, mode, scale).await?;
+        self.spawn(run.clone(), entry, false)?;
+        Ok(run)
+    }
+
+    fn spawn(self: &Arc<Self>, run: Run, entry: Entry, resumed: bool) -> Result<(), RunError> {
+        let (tx, rx) = mpsc::channel(8);
+        let live = Arc::new(Mutex::new(Live::default()));
+        {
+            let mut guard = self.active_lock();
+            if let Some(a) = guard.as_ref() {
+                return Err(RunError::Conflict(format!("run {} is active", a.run_id)));
+            }
+            *guard = Some(Active {
+                run_id: run.id.clone(),
+                control: tx,
+                live: live.clone(),
+            });
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            let id = run.id.clone();
+            let outcome = Driver {
+                o: me.clone(),
+                run,
+                scenario: entry.scenario.clone(),
+                live,
+                control: rx,
+                windows: Vec::new(),
+            }
+            .drive(resumed)
+            .await;
+            if let Err(e) = outcome {
+                tracing::error!(run = %id, error = %format!("{e:#}"), "Run failed.");
+                let _ = me.finish(&id, Status::Failed, &format!("internal error: {e:#}")).await;
+            }
+            *me.active_lock() = None;
+        });
+        Ok(())
+    }
+
+    /// Asks the active run to complete (the learner thinks it is fixed).
+    pub async fn complete(&self, run_id: &str) -> Result<(), RunError> {
+        self.control(run_id, Control::Complete).await
+    }
+
+    /// Aborts the active run.
+    pub async fn abort(&self, run_id: &str, reason: &str) -> Result<(), RunError> {
+        self.control(run_id, Control::Abort(reason.to_owned())).await
+    }
+
+    async fn control(&self, run_id: &str, c: Control) -> Result<(), RunError> {
+        let tx = self
+            .active_lock()
+            .as_ref()
+            .filter(|a| a.run_id == run_id)
+            .map(|a| a.control.clone());
+        let Some(tx) = tx else {
+            return match self.store.run(run_id).await? {
+                Some(r) => Err(RunError::Conflict(format!(
+                    "run {run_id} has ended ({})",
+                    r.status.as_str()
+                ))),
+                None => Err(RunError::NotFound(format!("no run {run_id:?}"))),
+            };
+        };
+        tx.send(c)
+            .await
+            .map_err(|_| RunError::Conflict(format!("run {run_id} is ending")))
+    }
+
+    /// A learner's action through the orchestrator: applied to the lab and recorded.
+    pub async fn learner_action(&self, run_id: &str, action: &Action) -> Result<crate::lab::Outcome, RunError> {
+        if self.active_run().as_deref() != Some(run_id) {
+            return match self.store.run(run_id).await? {
+                Some(r) => Err(RunError::Conflict(format!(
+                    "run {run_id} has ended ({})",
+                    r.status.as_str()
+                ))),
+                None => Err(RunError::NotFound(format!("no run {run_id:?}"))),
+            };
+        }
+        if matches!(action, Action::Notify { .. } | Action::Phase { .. }) {
+            return Err(RunError::Invalid(
+                "expected an action of kind config, deploy, process or load".to_owned(),
+            ));
+        }
+        let outcome = self.lab.apply(action).await;
+        self.record(
+            run_id,
+            "learner_action",
+            None,
+            json!({"action": action, "ok": outcome.ok(), "status": outcome.status, "error": (!outcome.ok()).then(|| outcome.error_text())}),
+        )
+        .await?;
+        Ok(outcome)
+    }
+
+    /// Records an event, then pushes it.
+    pub async fn record(&self, run_id: &str, kind: &str, key: Option<&str>, data: Value) -> anyhow::Result<Event> {
+        let event = self.store.event(run_id, kind, key, &data).await?;
+        let _ = self.bus.send(Push::Event { event: event.clone() });
+        Ok(event)
+    }
+
+    async fn set_status(&self, run_id: &str, status: Status, reason: Option<&str>) -> anyhow::Result<()> {
+        let event = self.store.set_status(run_id, status, reason).await?;
+        tracing::info!(run = run_id, status = status.as_str(), reason, "Run status changed.");
+        let _ = self.bus.send(Push::Event { event });
+        Ok(())
+    }
+
+    async fn finish(&self, run_id: &str, status: Status, reason: &str) -> anyhow::Result<()> {
+        self.set_status(run_id, status, Some(reason)).await
+    }
+
+    /// The debrief of a run: the timeline, time from the fault to the first learner action and
+    /// to the criteria met, the root cause and the guide.
+    pub async fn debrief(&self, run: &Run) -> anyhow::Result<Value> {
+        let events = self.store.events(&run.id).await?;
+        let entry = self.catalogue.get(&run.scenario_id);
+        let fault = run.fault_at_ms;
+        let first_action = events.iter().find(|e| e.kind == "learner_action").map(|e| e.time_ms);
+        let fix_applied = events.iter().find(|e| e.kind == "fix").map(|e| e.time_ms);
+        let met = events
+            .iter()
+            .rev()
+            .find(|e| e.kind == "criteria_met")
+            .map(|e| e.time_ms);
+        let since_fault = |t: Option<i64>| match (fault, t) {
+            (Some(f), Some(t)) => Some((t - f) as f64 / 1000.0),
+            _ => None,
+        };
+        Ok(json!({
+            "run": run,
+            "outcome": run.status,
+            "reason": run.reason,
+            "fault_at_ms": fault,
+            "time_to_first_action_s": since_fault(first_action.or(fix_applied)),
+            "time_to_mitigate_s": since_fault(met),
+            "root_cause": entry.map(|e| e.scenario.fix.root_cause.clone()),
+            "reference_fix": entry.map(|e| e.scenario.fix.steps.iter().filter_map(|s| s.action().ok()).collect::<Vec<_>>()),
+            "guide": entry.and_then(|e| e.guide.clone()),
+            "timeline": events,
+        }))
+    }
+}
+
+/// Which schedule entries are due by the incident's clock; each is handed out once. Entries
+/// already done (found in the events of a resumed run) are skipped.
+pub struct Pacer {
+    entries: Vec<timeline::Entry>,
+    done: HashSet<String>,
+}
+
+impl Pacer {
+    /// Paces `entries` (in time order), skipping the keys in `done`.
+    pub fn new(entries: Vec<timeline::Entry>, done: HashSet<String>) -> Self {
+        Self { entries, done }
+    }
+
+    /// The entries due at `t` since the incident started and not handed out yet, in order.
+    pub fn due(&mut self, t: Duration) -> Vec<timeline::Entry> {
+        let mut out = Vec::new();
+        for e in self.entries.iter().filter(|e| e.at <= t) {
+            if self.done.insert(e.key.clone()) {
+                out.push(e.clone());
+            }
+        }
+        out
+    }
+
+    /// When the next entry is due.
+    pub fn next_at(&self) -> Option<Duration> {
+        self.entries.iter().find(|e| !self.done.contains(&e.key)).map(|e| e.at)
+    }
+
+    /// Whether `key` was handed out (or done before a restart).
+    pub fn is_done(&self, key: &str) -> bool {
+        self.done.contains(key)
+    }
+}
+
+/// The task that drives one run.
+struct Driver {
+    o: Arc<Orchestrator>,
+    run: Run,
+    scenario: Arc<Scenario>,
+    live: Arc<Mutex<Live>>,
+    control: mpsc::Receiver<Control>,
+    windows: Vec<Window>,
+}
+
+/// How a run ended: its final status and the reason.
+struct Ended(Status, String);
+
+impl Driver {
+    fn id(&self) -> &str {
+        &self.run.id
+    }
+
+    fn scale(&self) -> f64 {
+        self.run.time_scale.max(1.0)
+    }
+
+    async fn drive(mut self, resumed: bool) -> anyhow::Result<()> {
+        let outcome = if resumed {
+            self.incident(true).await?
+        } else {
+            match self.baseline().await? {
+                Some(end) => end,
+                None => {
+                    self.o.set_status(self.id(), Status::Running, None).await?;
+                    self.run.started_at_ms = Some(now_millis());
+                    self.incident(false).await?
+                }
+            }
+        };
+        let Ended(status, reason) = outcome;
+        self.o.finish(&self.run.id, status, &reason).await?;
+        Ok(())
+    }
+
+    fn views(criteria: &[Criterion], scale: f64) -> Vec<CriterionView> {
+        criteria
+            .iter()
+            .map(|c| CriterionView {
+                name: c.name.clone(),
+                query: c.query.value.clone(),
+                expectation: match (c.comparator.takes_range(), c.range, c.threshold) {
+                    (true, Some([lo, hi]), _) => format!("{} [{lo}, {hi}]", c.comparator.as_str()),
+                    (_, _, Some(t)) => format!("{} {t}", c.comparator.as_str()),
+                    _ => c.comparator.as_str().to_owned(),
+                },
+                for_s: c.hold.value.as_secs_f64() / scale,
+                unit: c.unit.clone(),
+                status: None,
+            })
+            .collect()
+    }
+
+    /// Evaluates `criteria` once; updates the windows and the live view; returns the statuses.
+    async fn evaluate(&mut self, criteria: &[Criterion], t: f64, phase: &str) -> Vec<CriterionStatus> {
+        if self.windows.len() != criteria.len() {
+            self.windows = vec![Window::default(); criteria.len()];
+        }
+        let scale = self.scale();
+        let mut statuses = Vec::with_capacity(criteria.len());
+        for (i, c) in criteria.iter().enumerate() {
+            let reading = match self.o.lab.query(&c.query.value).await {
+                Ok(series) => Reading::from_series(c, &series),
+                Err(e) => Reading::error(format!("{e:#}")),
+            };
+            statuses.push(self.windows[i].observe(t, c.hold.value.as_secs_f64() / scale, &reading));
+        }
+        let mut views = Self::views(criteria, scale);
+        for (v, s) in views.iter_mut().zip(&statuses) {
+            v.status = Some(s.clone());
+        }
+        {
+            let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+            live.phase = phase.to_owned();
+            live.elapsed_s = t;
+            live.criteria = views.clone();
+        }
+        let _ = self.o.bus.send(Push::Criteria {
+            run_id: self.run.id.clone(),
+            phase: phase.to_owned(),
+            elapsed_s: t,
+            criteria: views,
+        });
+        statuses
+    }
+
+    /// Resets the SUT and waits for the steady state. `Some` when the run ended here.
+    async fn baseline(&mut self) -> anyhow::Result<Option<Ended>> {
+        let id = self.run.id.clone();
+        self.o.set_status(&id, Status::Baseline, None).await?;
+        let s = self.scenario.clone();
+        // Configuration: every service back to its defaults plus the setup's values.
+        for service in self.o.lab.endpoints.services.keys().cloned().collect::<Vec<_>>() {
+            let values: BTreeMap<String, Value> = s
+                .setup
+                .config
+                .get(&service)
+                .map(|v| v.value.iter().map(|(k, v)| (k.clone(), v.value.clone())).collect())
+                .unwrap_or_default();
+            let outcome = self.o.lab.put_config(&service, &values).await;
+            self.o
+                .record(
+                    &id,
+                    "action",
+                    None,
+                    json!({"setup": "config", "service": service, "values": values, "ok": outcome.ok()}),
+                )
+                .await?;
+            if !outcome.ok() {
+                return Ok(Some(Ended(
+                    Status::Failed,
+                    format!("resetting {service}'s configuration failed: {}", outcome.error_text()),
+                )));
+            }
+        }
+        // Processes: every SUT process running.
+        for p in self.o.lab.processes().await? {
+            let name = p.get("name").and_then(Value::as_str).unwrap_or_default().to_owned();
+            let state = p.get("state").and_then(Value::as_str).unwrap_or_default();
+            if state != "running" {
+                let outcome = self.o.lab.start_process(&name).await;
+                self.o
+                    .record(
+                        &id,
+                        "action",
+                        None,
+                        json!({"setup": "start", "process": name, "was": state, "ok": outcome.ok()}),
+                    )
+                    .await?;
+            }
+        }
+        // Load.
+        let plan = s.setup.load.as_ref().map_or_else(|| json!({}), |l| l.value.clone());
+        let outcome = self.o.lab.put_load(&plan).await;
+        self.o
+            .record(
+                &id,
+                "action",
+                None,
+                json!({"setup": "load", "plan": plan, "ok": outcome.ok()}),
+            )
+            .await?;
+        if !outcome.ok() {
+            return Ok(Some(Ended(
+                Status::Failed,
+                format!("setting the load failed: {}", outcome.error_text()),
+            )));
+        }
+
+        // Steady state.
+        let checks = s.steady_state.checks.clone();
+        let started = Instant::now();
+        let within = s.steady_state.within.value.std();
+        self.windows.clear();
+        loop {
+            let t = started.elapsed().as_secs_f64();
+            let statuses = self.evaluate(&checks, t, "baseline").await;
+            if statuses.iter().all(|st| st.met) {
+                self.o
+                    .record(
+                        &id,
+                        "steady_state",
+                        None,
+                        json!({"held": true, "checks": describe(&checks, &statuses)}),
+                    )
+                    .await?;
+                return Ok(None);
+            }
+            if started.elapsed() >= within {
+                let text = describe(&checks, &statuses);
+                self.o
+                    .record(&id, "steady_state", None, json!({"held": false, "checks": text}))
+                    .await?;
+                return Ok(Some(Ended(
+                    Status::Failed,
+                    format!(
+                        "the steady state did not hold within {}: {}",
+                        s.steady_state.within.value,
+                        summary(&checks, &statuses)
+                    ),
+                )));
+            }
+            if let Some(end) = self.wait(self.o.settings.eval_interval).await {
+                return Ok(Some(end));
+            }
+        }
+    }
+
+    /// Waits, answering controls; `Some` when the run must end.
+    async fn wait(&mut self, d: Duration) -> Option<Ended> {
+        tokio::select! {
+            _ = tokio::time::sleep(d) => None,
+            _ = self.o.shutdown.cancelled() => {
+                // Leave the run as it is: the next start resumes or closes it.
+                std::future::pending::<()>().await;
+                None
+            }
+            c = self.control.recv() => match c {
+                Some(Control::Abort(reason)) => Some(Ended(Status::Aborted, reason)),
+                Some(Control::Complete) => Some(Ended(Status::Failed, "completed before the incident started".to_owned())),
+                None => None,
+            },
+        }
+    }
+
+    /// The incident: timeline, hints, criteria, until an end.
+    async fn incident(&mut self, resumed: bool) -> anyhow::Result<Ended> {
+        let id = self.run.id.clone();
+        let s = self.scenario.clone();
+        let scale = self.scale();
+        let schedule = timeline::schedule(&s, scale);
+        let done: HashSet<String> = if resumed {
+            self.o
+                .store
+                .events(&id)
+                .await?
+                .into_iter()
+                .filter_map(|e| e.key)
+                .collect()
+        } else {
+            HashSet::new()
+        };
+        let mut pacer = Pacer::new(schedule, done);
+        let started_ms = self.run.started_at_ms.unwrap_or_else(now_millis);
+        // The incident's clock, continued across a restart.
+        let offset = Duration::from_millis((now_millis() - started_ms).max(0) as u64);
+        let t0 = Instant::now() - offset;
+        let limit = s.time_limit.value.std().div_f64(scale);
+        let fault_at = timeline::fault_at(&s, scale).unwrap_or_default();
+        let verify = self.run.mode == "verify";
+        let mut fix = timeline::fix(&s, scale);
+        let mut fix_started: Option<Instant> = None;
+        let mut broken = pacer.is_done("criteria:broken");
+        let mut all_met_before = false;
+        let mut next_eval = Instant::now();
+        let criteria = s.success_criteria.clone();
+        self.windows.clear();
+        let mut last: Vec<CriterionStatus> = Vec::new();
+        loop {
+            let now = Instant::now();
+            let t = now.duration_since(t0);
+            // Timeline and hints.
+            for entry in pacer.due(t) {
+                match &entry.item {
+                    Item::Action { action } => {
+                        let outcome = self.o.lab.apply(action).await;
+                        let (kind, data) = match action {
+                            Action::Notify { severity, message } => {
+                                ("notify", json!({"severity": severity, "message": message}))
+                            }
+                            Action::Phase { name } => ("phase", json!({"name": name})),
+                            _ => (
+                                "action",
+                                json!({"action": action, "ok": outcome.ok(), "status": outcome.status, "error": (!outcome.ok()).then(|| outcome.error_text())}),
+                            ),
+                        };
+                        self.o.record(&id, kind, Some(&entry.key), data).await?;
+                        if !outcome.ok() {
+                            return Ok(Ended(
+                                Status::Failed,
+                                format!(
+                                    "timeline {} ({}) failed: {}",
+                                    entry.key,
+                                    action_name(action),
+                                    outcome.error_text()
+                                ),
+                            ));
+                        }
+                    }
+                    Item::Hint { index, count, text } => {
+                        self.o
+                            .record(
+                                &id,
+                                "hint",
+                                Some(&entry.key),
+                                json!({"index": index, "count": count, "text": text}),
+                            )
+                            .await?;
+                    }
+                }
+            }
+            if t >= fault_at && self.run.fault_at_ms.is_none() {
+                let at = started_ms + fault_at.as_millis() as i64;
+                self.o.store.set_fault_at(&id, at).await?;
+                self.run.fault_at_ms = Some(at);
+            }
+            // Criteria.
+            if now >= next_eval {
+                next_eval = now + self.o.settings.eval_interval;
+                let t_s = t.as_secs_f64();
+                let phase = if t >= fault_at { "incident" } else { "before_fault" };
+                let statuses = self.evaluate(&criteria, t_s, phase).await;
+                for (i, st) in statuses.iter().enumerate() {
+                    let before = last.get(i).map(|p: &CriterionStatus| (p.passing, p.met));
+                    if before != Some((st.passing, st.met)) {
+                        self.o
+                            .record(
+                                &id,
+                                "criterion",
+                                None,
+                                json!({"name": criteria[i].name, "passing": st.passing, "met": st.met, "value": st.value, "problem": st.problem}),
+                            )
+                            .await?;
+                    }
+                }
+                last = statuses;
+                if t >= fault_at && !broken && last.iter().any(|st| !st.passing) {
+                    broken = true;
+                    self.o
+                        .record(
+                            &id,
+                            "criteria_broken",
+                            Some("criteria:broken"),
+                            json!({"criteria": describe(&criteria, &last)}),
+                        )
+                        .await?;
+                }
+                let all_met = !last.is_empty() && last.iter().all(|st| st.met);
+                if broken && all_met && !all_met_before {
+                    self.o
+                        .record(
+                            &id,
+                            "criteria_met",
+                            None,
+                            json!({"criteria": describe(&criteria, &last)}),
+                        )
+                        .await?;
+                    return Ok(Ended(
+                        Status::Resolved,
+                        "every success criterion held for its window".to_owned(),
+                    ));
+                }
+                all_met_before = all_met;
+            }
+            // Verification: once the fault has shown, apply the reference fix.
+            if verify && broken {
+                let start = *fix_started.get_or_insert_with(Instant::now);
+                while let Some((at, _)) = fix.first() {
+                    if start.elapsed() < *at {
+                        break;
+                    }
+                    let (_, action) = fix.remove(0);
+                    let outcome = self.o.lab.apply(&action).await;
+                    self.o
+                        .record(&id, "fix", None, json!({"action": action, "ok": outcome.ok(), "error": (!outcome.ok()).then(|| outcome.error_text())}))
+                        .await?;
+                    if !outcome.ok() {
+                        return Ok(Ended(
+                            Status::Failed,
+                            format!(
+                                "the reference fix ({}) failed: {}",
+                                action_name(&action),
+                                outcome.error_text()
+                            ),
+                        ));
+                    }
+                }
+            }
+            if t >= limit {
+                let why = if verify && !broken {
+                    format!(
+                        "the success criteria never failed after the fault: {}",
+                        summary(&criteria, &last)
+                    )
+                } else {
+                    format!(
+                        "the time limit ({}) passed: {}",
+                        s.time_limit.value,
+                        summary(&criteria, &last)
+                    )
+                };
+                return Ok(Ended(Status::TimedOut, why));
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = self.o.shutdown.cancelled() => std::future::pending::<()>().await,
+                c = self.control.recv() => match c {
+                    Some(Control::Abort(reason)) => return Ok(Ended(Status::Aborted, reason)),
+                    Some(Control::Complete) => {
+                        let met = !last.is_empty() && last.iter().all(|st| st.met);
+                        self.o.record(&id, "note", None, json!({"text": "The learner marked the incident complete."})).await?;
+                        return Ok(if met {
+                            Ended(Status::Resolved, "completed by the learner with every criterion held".to_owned())
+                        } else {
+                            Ended(Status::Failed, format!("completed by the learner with criteria not met: {}", summary(&criteria, &last)))
+                        });
+                    }
+                    None => {}
+                },
+            }
+        }
+    }
+}
+
+fn action_name(a: &Action) -> String {
+    match a {
+        Action::Load { .. } => "load".to_owned(),
+        Action::Config { service, .. } => format!("config of {service}"),
+        Action::Deploy { service, version, .. } => format!("deploy of {service} {version}"),
+        Action::Process { name, command, .. } => format!("{} {name}", command.as_str()),
+        Action::Notify { .. } => "notify".to_owned(),
+        Action::Phase { name } => format!("phase {name}"),
+    }
+}
+
+fn describe(criteria: &[Criterion], statuses: &[CriterionStatus]) -> Vec<Value> {
+    criteria
+        .iter()
+        .zip(statuses)
+        .map(|(c, s)| json!({"name": c.name, "value": s.value, "passing": s.passing, "met": s.met, "held_s": s.held_s, "problem": s.problem}))
+        .collect()
+}
+
+/// `name = value (expected < 0.1)` for each criterion, for reasons and failure messages.
+pub fn summary(criteria: &[Criterion], statuses: &[CriterionStatus]) -> String {
+    criteria
+        .iter()
+        .zip(statuses)
+        .map(|(c, s)| {
+            let value = match (&s.value, &s.problem) {
+                (Some(v), _) => format!("{v:.4}"),
+                (None, Some(p)) => p.clone(),
+                (None, None) => "no value".to_owned(),
+            };
+            let expected = match (c.threshold, c.range) {
+                (Some(t), _) => format!("{} {t}", c.comparator.as_str()),
+                (_, Some([lo, hi])) => format!("{} [{lo}, {hi}]", c.comparator.as_str()),
+                _ => String::new(),
+            };
+            let state = if s.met {
+                "met"
+            } else if s.passing {
+                "passing"
+            } else {
+                "failing"
+            };
+            format!("{} = {value} (expected {expected}, {state})", c.name)
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
