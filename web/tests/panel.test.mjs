@@ -1,0 +1,228 @@
+// The control panel end to end in a real browser, against a lab `scripts/browser-test.sh`
+// started: launch cpu-regression, see the symptom on the User tab, survive a reload and a lost
+// WebSocket, receive a hint, look at every Observability view, apply the reference fix through
+// the Test tab form (after a refused value shown at its field), see the criteria turn green,
+// complete, read the debrief. Prints the measurements (first renders, chart update rate).
+
+import { chromium } from 'playwright-core';
+import { mkdirSync } from 'node:fs';
+import assert from 'node:assert/strict';
+
+const URL = process.env.PANEL_URL || 'http://127.0.0.1:8080';
+const SHOTS = process.env.SCREENSHOTS !== '0';
+const SHOT_DIR = process.env.SCREENSHOT_DIR || 'screenshots';
+if (SHOTS) mkdirSync(SHOT_DIR, { recursive: true });
+
+const started = Date.now();
+const log = (msg) => console.log(`[${((Date.now() - started) / 1000).toFixed(1).padStart(6)} s] ${msg}`);
+
+const browser = await chromium.launch({ executablePath: process.env.CHROMIUM || '/usr/bin/chromium', args: ['--no-sandbox'] });
+const page = await browser.newPage({ viewport: { width: 1366, height: 768 } });
+const problems = [];
+// The one refused request the test makes on purpose logs a 400 in the console; nothing else may.
+let expect400 = false;
+page.on('console', (m) => {
+  if (m.type() !== 'error') return;
+  if (expect400 && /status of 400/.test(m.text())) return;
+  problems.push(`console: ${m.text()}`);
+});
+page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+const figures = {};
+
+async function shot(name) {
+  if (SHOTS) await page.screenshot({ path: `${SHOT_DIR}/${name}.png` });
+}
+
+/** Time from navigation start to the panel's own first-render mark, and to the load event. */
+async function firstRender(markName) {
+  await page.waitForFunction((n) => window.__panel && window.__panel.marks[n] !== undefined, markName);
+  return page.evaluate((n) => ({
+    render_ms: Math.round(window.__panel.marks[n]),
+    load_event_ms: Math.round(performance.getEntriesByType('navigation')[0].loadEventEnd),
+  }), markName);
+}
+
+try {
+  // Catalogue.
+  await page.goto(`${URL}/?time_scale=2#/`);
+  figures.catalogue = await firstRender('catalogue');
+  const card = page.locator('[data-scenario="cpu-regression"]');
+  await card.waitFor();
+  assert.equal(await page.locator('[data-scenario]').count(), 4, 'the catalogue lists the 4 scenarios');
+  await page.fill('#search', 'gateway');
+  assert.equal(await page.locator('[data-scenario]').count(), 1, 'search filters the catalogue');
+  await page.fill('#search', '');
+  log(`catalogue rendered in ${figures.catalogue.render_ms} ms`);
+  await shot('catalogue');
+
+  // Launch.
+  await card.locator('button[data-launch]').click();
+  await page.waitForURL(/#\/run\//);
+  const runId = /#\/run\/([^/]+)/.exec(page.url())[1];
+  log(`run ${runId} started`);
+  await page.waitForSelector('#criteria [data-criterion]');
+
+  // A reload lands on the same run; its first render is measured here.
+  await page.reload();
+  figures.run = await firstRender('run');
+  await page.waitForSelector('#criteria [data-criterion]');
+  assert.match(await page.locator('header .title').innerText(), /CPU regression/);
+  log(`run view rendered in ${figures.run.render_ms} ms after a reload`);
+
+  // The symptom: report generation slows down for users.
+  await page.waitForFunction(() => {
+    const row = [...document.querySelectorAll('tbody tr')].find((r) => r.firstChild && r.firstChild.textContent === 'process');
+    if (!row) return false;
+    const p95 = row.children[6].textContent;
+    return / s$/.test(p95) || parseFloat(p95) >= 200;
+  }, null, { timeout: 120_000, polling: 500 });
+  await page.waitForSelector('#criteria [data-state="failing"]', { timeout: 60_000 });
+  log('symptom on the User tab: the process page is slow and a criterion fails');
+
+  // Chart update rate on the User tab, and frames longer than 50 ms meanwhile.
+  figures.charts = await page.evaluate(async () => {
+    const before = window.__panel.chartRenders;
+    const frames = [];
+    let last = performance.now();
+    let running = true;
+    const loop = (t) => { frames.push(t - last); last = t; if (running) requestAnimationFrame(loop); };
+    requestAnimationFrame(loop);
+    await new Promise((r) => setTimeout(r, 5000));
+    running = false;
+    const charts = [...document.querySelectorAll('.chart')].filter((c) => c.offsetParent !== null).length;
+    return {
+      visible_charts: charts,
+      updates_per_chart_per_s: Number(((window.__panel.chartRenders - before) / charts / 5).toFixed(2)),
+      frames: frames.length,
+      long_frames_over_50ms: frames.filter((d) => d > 50).length,
+    };
+  });
+  log(`charts: ${JSON.stringify(figures.charts)}`);
+  await shot('user-tab');
+
+  // A lost WebSocket reconnects and catches up.
+  await page.evaluate(() => window.__panel.reconnect());
+  await page.waitForFunction(() => document.querySelector('header .conn').textContent.includes('reconnecting'));
+  await page.waitForFunction(() => document.querySelector('header .conn').textContent === '', null, { timeout: 15_000 });
+  log('the WebSocket reconnected');
+
+  // A hint arrives over the WebSocket.
+  await page.waitForSelector('#feed li[data-kind="hint"]', { timeout: 180_000 });
+  log(`hint: ${(await page.locator('#feed li[data-kind="hint"]').first().innerText()).slice(0, 80)}…`);
+
+  // Observability: dashboards, PromQL, logs, traces (keyboard: arrow keys move between tabs).
+  await page.click('#tab-obs');
+  await page.waitForFunction(() => [...document.querySelectorAll('.chart svg path')].filter((p) => p.getAttribute('d')).length > 5, null, { timeout: 30_000 });
+  await shot('observability-dashboards');
+  await page.click('#tab-obs-explore');
+  await page.fill('#promql', 'sum by (version) (rate(http_server_requests_total{service="orders"}[1m]))');
+  await page.keyboard.press('Enter');
+  await page.waitForFunction(() => /series/.test(document.querySelector('#promql').closest('.panel').querySelector('[role=status]').textContent));
+  await shot('observability-explore');
+  await page.focus('#tab-obs-explore');
+  await page.keyboard.press('ArrowRight');
+  assert.equal(await page.getAttribute('#tab-obs-logs', 'aria-selected'), 'true', 'arrow keys move between tabs');
+  await page.waitForSelector('#log-lines .line', { timeout: 30_000 });
+  await shot('observability-logs');
+  const traceLink = page.locator('#log-lines button[data-trace]').first();
+  if (await traceLink.count()) {
+    await traceLink.click();
+  } else {
+    await page.click('#tab-obs-traces');
+    await page.locator('#trace-list button').first().click();
+  }
+  await page.waitForSelector('.waterfall .span', { timeout: 30_000 });
+  await page.locator('.waterfall .span').first().click();
+  await page.waitForSelector('#span-detail dl');
+  log('a trace opened from a log line, with its waterfall and span details');
+  await shot('observability-traces');
+
+  // A latency exemplar on the User tab opens its trace.
+  await page.click('#tab-user');
+  await page.waitForSelector('circle.ex', { timeout: 30_000 });
+  let opened = false;
+  for (let i = 0; i < 5 && !opened; i++) {
+    const id = await page.evaluate((k) => {
+      const dots = [...document.querySelectorAll('circle.ex')];
+      const dot = dots[Math.min(k, dots.length - 1)];
+      dot.dispatchEvent(new MouseEvent('click', { bubbles: true }));
+      return dot.dataset.traceId;
+    }, i);
+    await page.waitForFunction((t) => document.querySelector('#trace-detail').textContent.includes(t)
+      && !document.querySelector('#trace-detail').textContent.startsWith('Loading'), id);
+    opened = (await page.locator('#trace-detail .waterfall').count()) > 0;
+  }
+  assert.ok(opened, 'an exemplar opens its trace');
+  log('a latency exemplar opened its trace');
+
+  // Test tab: a refused value is shown at its field; then the reference fix.
+  await page.click('#tab-test');
+  await page.waitForSelector('#cfg-orders-algorithm');
+  await page.fill('#cfg-orders-concurrency_limit', '0');
+  expect400 = true;
+  await page.click('#apply-orders');
+  await page.waitForFunction(() => document.querySelector('#cfg-orders-concurrency_limit-msg').textContent.length > 0);
+  expect400 = false;
+  const refusal = await page.locator('#cfg-orders-concurrency_limit-msg').innerText();
+  assert.match(refusal, /concurrency_limit/, 'the server message names the field');
+  log(`refused at the field: ${refusal}`);
+  await page.locator('section[data-service="orders"] button', { hasText: 'Discard changes' }).click();
+  assert.equal(await page.inputValue('#cfg-orders-concurrency_limit'), '64', 'discard restores the current value');
+  await page.selectOption('#cfg-orders-algorithm', 'v1');
+  await page.fill('#cfg-orders-version', '1.4.0');
+  await page.click('#apply-orders');
+  await page.waitForSelector('section[data-service="orders"] .result.ok-text');
+  await page.waitForSelector('#feed li[data-kind="learner_action"]');
+  log('reference fix applied through the Test tab');
+  await shot('test-tab');
+
+  // The criteria turn green (the run resolves itself once they have held).
+  await page.waitForFunction(() => {
+    const items = [...document.querySelectorAll('#criteria [data-criterion]')];
+    return (items.length && items.every((c) => c.dataset.state === 'met')) || document.querySelector('#outcome');
+  }, null, { timeout: 180_000, polling: 250 });
+  await page.waitForFunction(() => {
+    const items = [...document.querySelectorAll('#criteria [data-criterion]')];
+    return items.length === 2 && items.every((c) => c.dataset.state === 'met');
+  }, null, { timeout: 30_000 });
+  log('the criteria are met (green in the sidebar)');
+  // Every criterion held for its window: the orchestrator resolves the run by itself.
+
+  // The debrief.
+  await page.waitForSelector('#outcome', { timeout: 60_000 });
+  assert.equal(await page.locator('#outcome').innerText(), 'resolved');
+  assert.match(await page.locator('#root-cause').innerText(), /quadratic|O\(n²\)|v2/);
+  await page.waitForSelector('#guide h1, #guide h2');
+  log(`debrief: resolved, time to mitigate ${await page.locator('#ttm').innerText()}`);
+  await shot('debrief');
+
+  // A reload of an ended run shows the debrief and the final criteria.
+  await page.reload();
+  await page.waitForSelector('#outcome');
+  assert.equal(await page.locator('#criteria [data-state="met"]').count(), 2);
+
+  // The catalogue now shows the outcome.
+  await page.goto(`${URL}/#/`);
+  await page.waitForSelector('[data-scenario="cpu-regression"] .badge.resolved');
+
+  // Complete: a learner who completes before the incident is fixed gets a failed debrief.
+  await page.locator('[data-scenario="worker-pool-saturation"] button[data-launch]').click();
+  await page.waitForURL(/#\/run\//);
+  await page.waitForSelector('#criteria [data-criterion]', { timeout: 60_000 });
+  await page.click('#complete');
+  await page.waitForSelector('#outcome', { timeout: 30_000 });
+  assert.equal(await page.locator('#outcome').innerText(), 'failed');
+  log(`Complete ended the second run: ${await page.locator('.debrief p').first().innerText()}`);
+
+  const assets = await page.evaluate(() => fetch('/api/lab').then((r) => r.json()).then((l) => l.assets_bytes));
+  figures.assets_bytes = assets;
+  assert.deepEqual(problems, [], 'no console errors');
+  console.log(`FIGURES ${JSON.stringify(figures)}`);
+  log('PASS');
+} catch (e) {
+  await page.screenshot({ path: '/tmp/observastack-panel-failure.png' }).catch(() => {});
+  console.error(`FAIL: ${e.stack || e}\nconsole problems: ${JSON.stringify(problems, null, 1)}\nscreenshot: /tmp/observastack-panel-failure.png`);
+  process.exitCode = 1;
+} finally {
+  await browser.close();
+}
