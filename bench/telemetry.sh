@@ -223,7 +223,7 @@ say "  a few more points on ours."
 if [ "$B_OURS_SERIES" -gt 0 ]; then
     # Ours keeps every sample for --retention-s (3600 s) in memory (bounded by --max-samples).
     say "  At this rate ours would hold $(calc "$OURS_APPENDED * 3600 / 1000000" %.1f) M samples after 1 h (its retention):"
-    say "  $(calc "$OURS_APPENDED * 3600 * 16 / 1048576" %.0f) MiB of sample data alone at 16 bytes each (bound: --max-samples 8 M = 122 MiB)."
+    say "  $(calc "$OURS_APPENDED * 3600 * 2 / 1048576" %.0f) MiB of sample data alone at about 2 bytes each in compressed chunks (bound: --max-samples 8 M)."
 fi
 
 # =============================================================================================

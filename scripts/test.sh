@@ -54,3 +54,14 @@ cargo test --workspace --locked 2>&1 | tee "$log"
 # which is often an empty doc-test run).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } }
      END { printf "\nworkspace: %d passed, %d failed\n", p, f }' "$log"
+
+say "scenario verification"
+# Every scenario of the library, end to end, each in its own lab: the steady state holds, the
+# criteria fail after the fault, the reference fix makes them pass.
+cargo build --locked -p observastack
+target_dir=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+"$target_dir/debug/observastack" scenario verify --all
+
+say "control panel in a browser"
+# Playwright (playwright-core from npm) driving Debian's chromium against `observastack up`.
+OBSERVASTACK_BIN="$target_dir/debug/observastack" scripts/browser-test.sh --no-screenshots

@@ -155,10 +155,8 @@ async fn write_log_file(mut rx: mpsc::Receiver<Vec<u8>>, file: tokio::fs::File, 
             failed = true;
         }
     }
-    if !failed {
-        if let Err(error) = out.flush().await {
-            tracing::warn!(%error, path, "Failed to flush a log file.");
-        }
+    if !failed && let Err(error) = out.flush().await {
+        tracing::warn!(%error, path, "Failed to flush a log file.");
     }
 }
 

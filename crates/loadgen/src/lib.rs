@@ -44,6 +44,7 @@ pub use cli::{LoadgenArgs, PatternKind, run_cli};
 pub use experience::{FAILURES_KEPT, Failure, OutcomeKind};
 pub use plan::{Endpoint, LoadPlan, MAX_RATE, Mix, NextArrival, Pattern, PlanError, UpdateMode};
 pub use state::LoadgenState;
+pub use user::PROCESS_ITEMS;
 
 /// The default of [`LoadgenSettings::max_in_flight`].
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 2000;

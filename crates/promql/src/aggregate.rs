@@ -1,23 +1,61 @@
 //! Aggregation operators (`sum`, `avg`, `topk`, `count_values`, ...).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use promql_parser::parser::LabelModifier;
 
 use crate::engine::{El, Val, exec};
 use crate::functions::{go_format_float, kahan_inc, quantile};
-use crate::labels::{Labels, METRIC_NAME};
+use crate::labels::{IdBuild, Labels, METRIC_NAME};
 use crate::value::QueryError;
 
 fn group_labels(labels: &Labels, modifier: Option<&LabelModifier>) -> Labels {
+    labels.filtered(|name| in_group(name, modifier))
+}
+
+/// Whether label `name` is part of the grouping labels under `modifier`.
+fn in_group(name: &str, modifier: Option<&LabelModifier>) -> bool {
     match modifier {
-        Some(LabelModifier::Include(by)) => labels.keep_only(&by.labels),
-        Some(LabelModifier::Exclude(without)) => {
-            let mut l = labels.drop_names(&without.labels);
-            l.remove(METRIC_NAME);
-            l
+        Some(LabelModifier::Include(by)) => by.labels.iter().any(|l| l == name),
+        Some(LabelModifier::Exclude(without)) => name != METRIC_NAME && !without.labels.iter().any(|l| l == name),
+        None => false,
+    }
+}
+
+/// The grouping labels of the series an aggregation has seen, kept across the steps of a
+/// range query: a series' label set, identified by its shared storage, maps to its group's
+/// label set, interned so that the groups compare by identity. Computing the grouping labels
+/// anew at every step was the bulk of an aggregation's cost.
+#[derive(Default)]
+pub(crate) struct GroupCache {
+    /// Series identity to (the series' labels, which keep the identity alive; group labels).
+    by_series: HashMap<usize, (Labels, Labels), IdBuild>,
+    interned: HashSet<Labels, IdBuild>,
+}
+
+/// The cache is emptied past this many series (inputs made afresh at every step, such as a
+/// binary operation's results, would otherwise grow it without end).
+const GROUP_CACHE_MAX: usize = 100_000;
+
+impl GroupCache {
+    fn key(&mut self, labels: &Labels, modifier: Option<&LabelModifier>) -> Labels {
+        if let Some((_, key)) = self.by_series.get(&labels.identity()) {
+            return key.clone();
         }
-        None => Labels::new(),
+        if self.by_series.len() >= GROUP_CACHE_MAX {
+            self.by_series.clear();
+            self.interned.clear();
+        }
+        let key = group_labels(labels, modifier);
+        let key = match self.interned.get(&key) {
+            Some(k) => k.clone(),
+            None => {
+                self.interned.insert(key.clone());
+                key
+            }
+        };
+        self.by_series.insert(labels.identity(), (labels.clone(), key.clone()));
+        key
     }
 }
 
@@ -42,6 +80,7 @@ pub(crate) fn aggregate(
     input: Vec<El>,
     modifier: Option<&LabelModifier>,
     t: i64,
+    cache: &mut GroupCache,
 ) -> Result<Vec<El>, QueryError> {
     let scalar_param = match &param {
         Some(Val::Scalar(f)) => Some(*f),
@@ -90,18 +129,24 @@ pub(crate) fn aggregate(
     if matches!(op, "limitk" | "limit_ratio") {
         return Err(exec(format!("aggregation {op} is not supported")));
     }
-    let mut order: Vec<Labels> = Vec::new();
-    let mut groups: HashMap<Labels, Group> = HashMap::new();
+    // Groups in order of appearance.
+    let mut groups: Vec<Group> = Vec::new();
+    let mut index: HashMap<Labels, usize, IdBuild> = HashMap::default();
     for el in input {
-        let key = group_labels(&el.labels, modifier);
-        let g = groups.entry(key.clone()).or_insert_with(|| {
-            order.push(key.clone());
-            Group {
-                labels: key,
-                value: el.f,
-                ..Group::default()
+        let key = cache.key(&el.labels, modifier);
+        let i = match index.get(&key) {
+            Some(&i) => i,
+            None => {
+                index.insert(key.clone(), groups.len());
+                groups.push(Group {
+                    labels: key,
+                    value: el.f,
+                    ..Group::default()
+                });
+                groups.len() - 1
             }
-        });
+        };
+        let g = &mut groups[i];
         g.count += 1.0;
         // Delayed name removal: a group keeping `__name__` drops it if any member would.
         g.drop_name |= el.drop_name;
@@ -169,11 +214,8 @@ pub(crate) fn aggregate(
             other => return Err(exec(format!("unknown aggregation {other}"))),
         }
     }
-    let mut out = Vec::new();
-    for key in order {
-        let Some(g) = groups.remove(&key) else {
-            continue;
-        };
+    let mut out = Vec::with_capacity(groups.len());
+    for g in groups {
         let f = match op {
             "sum" => g.value + g.comp,
             "avg" => {

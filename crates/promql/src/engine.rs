@@ -17,7 +17,7 @@ use promql_parser::parser::{
 
 use crate::aggregate;
 use crate::functions;
-use crate::labels::{Labels, METRIC_NAME, Matcher};
+use crate::labels::{IdBuild, Labels, METRIC_NAME, Matcher};
 use crate::storage::{Sample, Series, Storage, is_stale_nan};
 use crate::value::{InstantSample, QueryError, Value};
 
@@ -82,7 +82,7 @@ impl Engine {
                     .into_iter()
                     .map(|s| Series {
                         labels: if s.drop_name { s.labels.without_name() } else { s.labels },
-                        samples: s.samples,
+                        samples: s.samples.to_vec(),
                     })
                     .collect();
                 out.sort_by(|a, b| a.labels.cmp(&b.labels));
@@ -127,14 +127,27 @@ impl Engine {
             }
         }
         let ev = Evaluator::new(self, storage, &expr, start_ms, end_ms);
-        let mut acc: BTreeMap<Labels, Vec<Sample>> = BTreeMap::new();
+        // The output series in order of appearance; label sets hash once (their hash is
+        // cached) and the same sets come back at every step.
+        let mut index: HashMap<Labels, usize, IdBuild> = HashMap::default();
+        let mut acc: Vec<Series> = Vec::new();
+        let mut push = |labels: Labels, sample: Sample| match index.get(&labels) {
+            Some(&i) => acc[i].samples.push(sample),
+            None => {
+                index.insert(labels.clone(), acc.len());
+                acc.push(Series {
+                    labels,
+                    samples: vec![sample],
+                });
+            }
+        };
         let mut t = start_ms;
         while t <= end_ms {
             match ev.eval(&expr, t)? {
-                Val::Scalar(value) => acc.entry(Labels::new()).or_default().push(Sample { t_ms: t, value }),
+                Val::Scalar(value) => push(Labels::new(), Sample { t_ms: t, value }),
                 Val::Vector(v) => {
                     for (labels, value) in finalize_vector(v)? {
-                        acc.entry(labels).or_default().push(Sample { t_ms: t, value });
+                        push(labels, Sample { t_ms: t, value });
                     }
                 }
                 _ => {
@@ -145,11 +158,8 @@ impl Engine {
             }
             t += step_ms;
         }
-        Ok(Value::Matrix(
-            acc.into_iter()
-                .map(|(labels, samples)| Series { labels, samples })
-                .collect(),
-        ))
+        acc.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
+        Ok(Value::Matrix(acc))
     }
 }
 
@@ -186,12 +196,21 @@ const GRAMMAR_ERROR: &str = "invalid promql query";
 /// promql-parser reports no positions, so for a lexer error the position is that of the
 /// character at which the shortest failing prefix of the query fails the same way, and the
 /// end of the input for the errors raised there. A grammar error is located and worded by
-/// [`grammar_error`]. The errors of the checks after parsing (types, argument counts) carry no
-/// position.
+/// [`grammar_error`], the error of a check made on an accepted node (types, argument counts)
+/// by [`check_error_offset`].
 fn parse_error(query: &str, message: String) -> QueryError {
     if message == GRAMMAR_ERROR
         && query.len() <= MAX_GRAMMAR_SEARCH_BYTES
         && let Some((message, offset)) = grammar_error(query)
+    {
+        return QueryError::Parse {
+            position: Some(line_column(query, offset)),
+            message,
+        };
+    }
+    if query.len() <= MAX_GRAMMAR_SEARCH_BYTES
+        && CHECK_ERRORS.iter().any(|m| message.starts_with(m))
+        && let Some(offset) = check_error_offset(query, &message)
     {
         return QueryError::Parse {
             position: Some(line_column(query, offset)),
@@ -222,6 +241,207 @@ fn parse_error(query: &str, message: String) -> QueryError {
         position: offset.map(|o| line_column(query, o)),
         message,
     }
+}
+
+/// Queries of more tokens than this get no position for a failed check: the search parses up
+/// to n²/2 runs of tokens.
+const MAX_CHECK_SEARCH_TOKENS: usize = 64;
+
+/// The messages of the checks promql-parser makes on a node once the grammar has accepted it
+/// (Prometheus's `checkAST` and the actions of its grammar), which name no position.
+const CHECK_ERRORS: [&str; 20] = [
+    "vector selector must contain at least one non-empty matcher",
+    "metric name must not be set twice",
+    "binary expression must contain only scalar and instant vector types",
+    "binary expression does not support operator",
+    "bool modifier can only be used on comparison operators",
+    "comparisons between scalars must use BOOL modifier",
+    "label '",
+    "set operator '",
+    "no grouping allowed for",
+    "vector matching only allowed between vectors",
+    "aggregation operator expected",
+    "expected type ",
+    "expected ",
+    "unknown function with name",
+    "unary expression only allowed",
+    "subquery is only allowed",
+    "ranges only allowed for vector selectors",
+    "no offset modifiers allowed before range",
+    "no @ modifiers allowed before range",
+    "offset ",
+];
+
+/// Where Prometheus reports the failed check `message` of `query`: at the start of the node
+/// that fails it, except for the checks it reports at the operator of a binary expression,
+/// at the operand or argument of the wrong type, or at the range brackets.
+///
+/// The node is found as the shortest run of tokens, ending first, that fails alone with the
+/// same message (its sub-expressions pass, so it is the node the check rejected).
+fn check_error_offset(query: &str, message: &str) -> Option<usize> {
+    let toks = tokens(query)?;
+    if toks.len() > MAX_CHECK_SEARCH_TOKENS {
+        return None;
+    }
+    let fails_alike = |a: usize, b: usize| matches!(promql_parser::parser::parse(&query[toks[a].start..toks[b].end]), Err(e) if e == message);
+    let (mut i, j) = (0..toks.len()).find_map(|j| (0..=j).rev().find(|&i| fails_alike(i, j)).map(|i| (i, j)))?;
+    if message.starts_with("offset modifier must") || message.starts_with("@ modifier must") {
+        // `(x) offset 5m` fails alike, but the node is the call or aggregation `(x)` ends.
+        i = call_start(&toks, i);
+    }
+    let node = &toks[i..=j];
+    let parses = |a: &[Token]| -> Option<promql_parser::parser::value::ValueType> {
+        let (first, last) = (a.first()?, a.last()?);
+        promql_parser::parser::parse(&query[first.start..last.end])
+            .ok()
+            .map(|e| e.value_type())
+    };
+    let operator = || top_level_operator(node);
+    if message.starts_with("bool modifier")
+        || message.starts_with("comparisons between scalars")
+        || message.starts_with("label '")
+    {
+        return operator().map(|k| node[k].start).or(Some(node[0].start));
+    }
+    if message.starts_with("binary expression must contain only") {
+        use promql_parser::parser::value::ValueType;
+        let k = operator()?;
+        let lhs_ok = matches!(parses(&node[..k]), Some(ValueType::Scalar | ValueType::Vector));
+        if lhs_ok {
+            // The right-hand side starts after the operator's modifiers: at the first token
+            // from which the rest parses.
+            return (k + 1..node.len())
+                .find(|&m| parses(&node[m..]).is_some())
+                .map(|m| node[m].start);
+        }
+        return Some(node[0].start);
+    }
+    if let Some(rest) = message.strip_prefix("expected type ") {
+        // `expected type <want> in <context>, got <actual>`: at the argument of type <actual>.
+        let actual = rest.rsplit(", got ").next().unwrap_or("");
+        return arguments(node)
+            .into_iter()
+            .find(|arg| parses(arg).is_some_and(|t| t.to_string() == actual))
+            .map(|arg| arg[0].start)
+            .or(Some(node[0].start));
+    }
+    if message.starts_with("ranges only allowed")
+        || message.starts_with("no offset modifiers allowed before range")
+        || message.starts_with("no @ modifiers allowed before range")
+    {
+        use promql_parser::parser::token::T_LEFT_BRACKET;
+        return node.iter().rev().find(|t| t.id == T_LEFT_BRACKET).map(|t| t.start);
+    }
+    Some(node[0].start)
+}
+
+/// Where the call or aggregation whose argument list opens at token `i` starts (`i` itself
+/// when the parenthesis is not an argument list).
+fn call_start(toks: &[Token], i: usize) -> usize {
+    use promql_parser::parser::token::{T_BY, T_IDENTIFIER, T_LEFT_PAREN, T_RIGHT_PAREN, T_WITHOUT, TokenType};
+    if toks[i].id != T_LEFT_PAREN || i == 0 {
+        return i;
+    }
+    let prev = toks[i - 1].id;
+    if prev == T_IDENTIFIER || TokenType::new(prev).is_aggregator() {
+        return i - 1;
+    }
+    if prev == T_RIGHT_PAREN {
+        // `sum by (a) (x)`: back over the grouping clause to the aggregator.
+        let Some(open) = toks[..i - 1].iter().rposition(|t| t.id == T_LEFT_PAREN) else {
+            return i;
+        };
+        if open >= 2
+            && matches!(toks[open - 1].id, T_BY | T_WITHOUT)
+            && TokenType::new(toks[open - 2].id).is_aggregator()
+        {
+            return open - 2;
+        }
+    }
+    i
+}
+
+/// The binding strength of a binary operator token (higher binds tighter), as PromQL's
+/// grammar orders them; `None` for any other token.
+fn precedence(id: promql_parser::parser::token::TokenId) -> Option<u8> {
+    use promql_parser::parser::token::{
+        T_ADD, T_ATAN2, T_DIV, T_EQLC, T_GTE, T_GTR, T_LAND, T_LOR, T_LSS, T_LTE, T_LUNLESS, T_MOD, T_MUL, T_NEQ,
+        T_POW, T_SUB,
+    };
+    Some(match id {
+        T_LOR => 1,
+        T_LAND | T_LUNLESS => 2,
+        T_EQLC | T_NEQ | T_GTE | T_GTR | T_LSS | T_LTE => 3,
+        T_ADD | T_SUB => 4,
+        T_MUL | T_DIV | T_MOD | T_ATAN2 => 5,
+        T_POW => 6,
+        _ => return None,
+    })
+}
+
+/// The index in `node` of the operator of the binary expression `node` is: the loosest
+/// binding operator outside brackets that is not a sign (the last of equals, `^` the first).
+fn top_level_operator(node: &[Token]) -> Option<usize> {
+    use promql_parser::parser::token::{
+        T_COMMA, T_LEFT_BRACE, T_LEFT_BRACKET, T_LEFT_PAREN, T_POW, T_RIGHT_BRACE, T_RIGHT_BRACKET, T_RIGHT_PAREN,
+    };
+    let mut depth = 0i32;
+    let mut best: Option<(u8, usize)> = None;
+    for (k, t) in node.iter().enumerate() {
+        match t.id {
+            T_LEFT_PAREN | T_LEFT_BRACE | T_LEFT_BRACKET => depth += 1,
+            T_RIGHT_PAREN | T_RIGHT_BRACE | T_RIGHT_BRACKET => depth -= 1,
+            id if depth == 0 && k > 0 => {
+                let Some(p) = precedence(id) else { continue };
+                let prev = node[k - 1].id;
+                if precedence(prev).is_some() || prev == T_LEFT_PAREN || prev == T_COMMA {
+                    continue; // a sign
+                }
+                let better = match best {
+                    None => true,
+                    Some((bp, _)) => p < bp || (p == bp && id != T_POW),
+                };
+                if better {
+                    best = Some((p, k));
+                }
+            }
+            _ => {}
+        }
+    }
+    best.map(|(_, k)| k)
+}
+
+/// The arguments of the calls and aggregations in `node` at the first bracket level (each
+/// comma-separated element of each parenthesised list), in order.
+fn arguments(node: &[Token]) -> Vec<&[Token]> {
+    use promql_parser::parser::token::{
+        T_COMMA, T_LEFT_BRACE, T_LEFT_BRACKET, T_LEFT_PAREN, T_RIGHT_BRACE, T_RIGHT_BRACKET, T_RIGHT_PAREN,
+    };
+    let mut out = Vec::new();
+    let mut depth = 0i32;
+    let mut start = 0;
+    for (k, t) in node.iter().enumerate() {
+        match t.id {
+            T_LEFT_PAREN | T_LEFT_BRACE | T_LEFT_BRACKET => {
+                depth += 1;
+                if depth == 1 && t.id == T_LEFT_PAREN {
+                    start = k + 1;
+                }
+            }
+            T_RIGHT_PAREN | T_RIGHT_BRACE | T_RIGHT_BRACKET => {
+                if depth == 1 && t.id == T_RIGHT_PAREN && start < k {
+                    out.push(&node[start..k]);
+                }
+                depth -= 1;
+            }
+            T_COMMA if depth == 1 => {
+                out.push(&node[start..k]);
+                start = k + 1;
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 /// One token of a query: its byte span and promql-parser's token id.
@@ -414,7 +634,7 @@ pub fn extract_selectors(query: &str) -> Result<Vec<Vec<Matcher>>, QueryError> {
 
 /// Drops the metric names marked for removal and rejects duplicate label sets.
 fn finalize_vector(v: Vec<El>) -> Result<Vec<(Labels, f64)>, QueryError> {
-    let mut seen = std::collections::HashSet::new();
+    let mut seen: std::collections::HashSet<Labels, IdBuild> = std::collections::HashSet::default();
     let mut out = Vec::with_capacity(v.len());
     for el in v {
         let labels = if el.drop_name {
@@ -449,8 +669,77 @@ pub(crate) struct El {
 #[derive(Debug, Clone)]
 pub(crate) struct RSeries {
     pub labels: Labels,
-    pub samples: Vec<Sample>,
+    pub samples: Samples,
     pub drop_name: bool,
+}
+
+/// The samples of a range vector's series: a window of a selected series (shared by every
+/// step of a range query, so not copied) or the points of a subquery.
+#[derive(Debug, Clone)]
+pub(crate) enum Samples {
+    /// `all[range]`; `resets[i]` counts the decreases among `all[..=i]`.
+    Window {
+        all: Rc<[Sample]>,
+        resets: Rc<[u32]>,
+        range: std::ops::Range<usize>,
+    },
+    Owned(Vec<Sample>),
+}
+
+impl Samples {
+    /// True when the values are known not to decrease (no counter reset), so that `rate`
+    /// need not look for resets.
+    pub fn known_monotonic(&self) -> bool {
+        match self {
+            Samples::Window { resets, range, .. } => {
+                range.is_empty() || resets.get(range.end - 1) == resets.get(range.start)
+            }
+            Samples::Owned(_) => false,
+        }
+    }
+}
+
+impl std::ops::Deref for Samples {
+    type Target = [Sample];
+
+    fn deref(&self) -> &[Sample] {
+        match self {
+            Samples::Window { all, range, .. } => &all[range.clone()],
+            Samples::Owned(v) => v,
+        }
+    }
+}
+
+/// A series as selected once per query: for a range selector, without its staleness markers.
+#[derive(Debug)]
+struct Selected {
+    labels: Labels,
+    samples: Rc<[Sample]>,
+    /// For a range selector, `resets[i]` is the number of decreases among `samples[..=i]`
+    /// (see [`Samples::known_monotonic`]); empty for an instant selector.
+    resets: Rc<[u32]>,
+    /// Where the last evaluation's window started and ended: the next step's window is
+    /// found by moving forward from there rather than by a binary search over all samples.
+    cursor: std::cell::Cell<(usize, usize)>,
+}
+
+/// The number of leading `samples` at or before `limit` (a `partition_point`), searched forward
+/// from `hint` (a previous answer for an earlier limit) by galloping, or backwards by bisection.
+/// Successive steps of a range query move each window by a few samples, so this touches a few
+/// cache lines where a binary search over the whole series would touch a dozen.
+fn seek(samples: &[Sample], hint: usize, limit: i64) -> usize {
+    let hint = hint.min(samples.len());
+    if hint > 0 && samples[hint - 1].t_ms > limit {
+        return samples[..hint].partition_point(|p| p.t_ms <= limit);
+    }
+    // Invariant: every sample before `lo` is at or before `limit`.
+    let (mut lo, mut step) = (hint, 1);
+    while lo + step <= samples.len() && samples[lo + step - 1].t_ms <= limit {
+        lo += step;
+        step *= 2;
+    }
+    let hi = (lo + step).min(samples.len());
+    lo + samples[lo..hi].partition_point(|p| p.t_ms <= limit)
 }
 
 /// An intermediate value.
@@ -477,7 +766,9 @@ pub(crate) struct Evaluator<'a> {
     pub start: i64,
     pub end: i64,
     windows: HashMap<usize, (i64, i64)>,
-    cache: RefCell<HashMap<usize, Rc<Vec<Series>>>>,
+    cache: RefCell<HashMap<usize, Rc<Vec<Selected>>>>,
+    /// The grouping labels of every aggregation node's input series, kept across steps.
+    group_caches: RefCell<HashMap<usize, aggregate::GroupCache>>,
 }
 
 pub(crate) fn dur_ms(d: &std::time::Duration) -> i64 {
@@ -509,6 +800,7 @@ impl<'a> Evaluator<'a> {
             end,
             windows: HashMap::new(),
             cache: RefCell::new(HashMap::new()),
+            group_caches: RefCell::new(HashMap::new()),
         };
         let mut windows = HashMap::new();
         ev.find_windows(expr, start, end, &mut windows);
@@ -571,7 +863,10 @@ impl<'a> Evaluator<'a> {
         }
     }
 
-    fn series_for(&self, vs: &VectorSelector) -> Result<Rc<Vec<Series>>, QueryError> {
+    /// The series of a selector, fetched from the storage on first use and kept for the
+    /// whole query. Range selectors ignore staleness markers, so `drop_stale` removes them here
+    /// once rather than at every step.
+    fn series_for(&self, vs: &VectorSelector, drop_stale: bool) -> Result<Rc<Vec<Selected>>, QueryError> {
         let key = std::ptr::from_ref(vs) as usize;
         if let Some(s) = self.cache.borrow().get(&key) {
             return Ok(Rc::clone(s));
@@ -592,7 +887,34 @@ impl<'a> Evaluator<'a> {
                 found.entry(s.labels.clone()).or_insert(s);
             }
         }
-        let rc = Rc::new(found.into_values().collect::<Vec<_>>());
+        let rc = Rc::new(
+            found
+                .into_values()
+                .map(|mut s| {
+                    let mut resets = Vec::new();
+                    if drop_stale {
+                        s.samples.retain(|p| !is_stale_nan(p.value));
+                        resets.reserve(s.samples.len());
+                        let mut n = 0u32;
+                        let mut prev = f64::NEG_INFINITY;
+                        for p in &s.samples {
+                            if p.value < prev {
+                                n += 1;
+                            }
+                            prev = p.value;
+                            resets.push(n);
+                        }
+                    }
+                    Selected {
+                        labels: s.labels,
+                        samples: s.samples.into(),
+                        resets: resets.into(),
+                        cursor: std::cell::Cell::new((0, 0)),
+                    }
+                })
+                .filter(|s| !s.samples.is_empty())
+                .collect::<Vec<_>>(),
+        );
         self.cache.borrow_mut().insert(key, Rc::clone(&rc));
         Ok(rc)
     }
@@ -640,11 +962,12 @@ impl<'a> Evaluator<'a> {
     }
 
     fn instant_selector(&self, vs: &VectorSelector, t: i64) -> Result<Vec<El>, QueryError> {
-        let series = self.series_for(vs)?;
+        let series = self.series_for(vs, false)?;
         let reference = self.at_ms(&vs.at).unwrap_or(t) - offset_ms(&vs.offset);
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(series.len());
         for s in series.iter() {
-            let idx = s.samples.partition_point(|p| p.t_ms <= reference);
+            let idx = seek(&s.samples, s.cursor.get().1, reference);
+            s.cursor.set((0, idx));
             if idx == 0 {
                 continue;
             }
@@ -667,23 +990,24 @@ impl<'a> Evaluator<'a> {
         match expr {
             Expr::Paren(p) => self.matrix_arg(&p.expr, t),
             Expr::MatrixSelector(ms) => {
-                let series = self.series_for(&ms.vs)?;
+                let series = self.series_for(&ms.vs, true)?;
                 let range = dur_ms(&ms.range);
                 let end = self.at_ms(&ms.vs.at).unwrap_or(t) - offset_ms(&ms.vs.offset);
                 let start = end - range;
-                let mut out = Vec::new();
+                let mut out = Vec::with_capacity(series.len());
                 for s in series.iter() {
-                    let lo = s.samples.partition_point(|p| p.t_ms <= start);
-                    let hi = s.samples.partition_point(|p| p.t_ms <= end);
-                    let samples: Vec<Sample> = s.samples[lo..hi]
-                        .iter()
-                        .filter(|p| !is_stale_nan(p.value))
-                        .copied()
-                        .collect();
-                    if !samples.is_empty() {
+                    let (lo_hint, hi_hint) = s.cursor.get();
+                    let lo = seek(&s.samples, lo_hint, start);
+                    let hi = lo + seek(&s.samples[lo..], hi_hint.saturating_sub(lo), end);
+                    s.cursor.set((lo, hi));
+                    if lo < hi {
                         out.push(RSeries {
                             labels: s.labels.clone(),
-                            samples,
+                            samples: Samples::Window {
+                                all: Rc::clone(&s.samples),
+                                resets: Rc::clone(&s.resets),
+                                range: lo..hi,
+                            },
                             drop_name: false,
                         });
                     }
@@ -708,27 +1032,21 @@ impl<'a> Evaluator<'a> {
                 if ts <= start {
                     ts += step;
                 }
-                let mut acc: BTreeMap<Labels, RSeries> = BTreeMap::new();
+                let mut acc: BTreeMap<Labels, (bool, Vec<Sample>)> = BTreeMap::new();
                 while ts <= end {
                     match self.eval(&sq.expr, ts)? {
                         Val::Scalar(f) => {
                             acc.entry(Labels::new())
-                                .or_insert_with(|| RSeries {
-                                    labels: Labels::new(),
-                                    samples: Vec::new(),
-                                    drop_name: false,
-                                })
-                                .samples
+                                .or_insert_with(|| (false, Vec::new()))
+                                .1
                                 .push(Sample { t_ms: ts, value: f });
                         }
                         Val::Vector(v) => {
                             for el in v {
-                                let entry = acc.entry(el.labels.clone()).or_insert_with(|| RSeries {
-                                    labels: el.labels.clone(),
-                                    samples: Vec::new(),
-                                    drop_name: el.drop_name,
-                                });
-                                entry.samples.push(Sample { t_ms: ts, value: el.f });
+                                acc.entry(el.labels)
+                                    .or_insert_with(|| (el.drop_name, Vec::new()))
+                                    .1
+                                    .push(Sample { t_ms: ts, value: el.f });
                             }
                         }
                         _ => return Err(exec("subquery must be of an instant vector or scalar")),
@@ -736,7 +1054,14 @@ impl<'a> Evaluator<'a> {
                     ts += step;
                 }
                 Ok(MatrixArg {
-                    series: acc.into_values().collect(),
+                    series: acc
+                        .into_iter()
+                        .map(|(labels, (drop_name, samples))| RSeries {
+                            labels,
+                            samples: Samples::Owned(samples),
+                            drop_name,
+                        })
+                        .collect(),
                     range_start: start,
                     range_end: end,
                     range_ms: range,
@@ -753,7 +1078,9 @@ impl<'a> Evaluator<'a> {
             None => None,
         };
         let input = self.eval_vector(&a.expr, t)?;
-        aggregate::aggregate(&op, param, input, a.modifier.as_ref(), t).map(Val::Vector)
+        let mut caches = self.group_caches.borrow_mut();
+        let cache = caches.entry(std::ptr::from_ref(a) as usize).or_default();
+        aggregate::aggregate(&op, param, input, a.modifier.as_ref(), t, cache).map(Val::Vector)
     }
 
     fn binary(&self, b: &BinaryExpr, t: i64) -> Result<Val, QueryError> {
@@ -1094,20 +1421,110 @@ mod tests {
             "foo{a=\"b\"",
             "1:10: parse error: unexpected end of input inside braces",
         );
-        // The checks made after the grammar accepted the tokens know no node positions
-        // (Prometheus says 1:1 for these three).
+        // The checks made after the grammar accepted the tokens, at Prometheus's positions.
         check(
             "{}",
-            "parse error: vector selector must contain at least one non-empty matcher",
+            "1:1: parse error: vector selector must contain at least one non-empty matcher",
         );
         check(
             "x[5m] + 1",
-            "parse error: binary expression must contain only scalar and instant vector types",
+            "1:1: parse error: binary expression must contain only scalar and instant vector types",
         );
         check(
             "label_replace(x)",
-            "parse error: expected 5 argument(s) in call to 'label_replace', got 1",
+            "1:1: parse error: expected 5 argument(s) in call to 'label_replace', got 1",
         );
+    }
+
+    #[test]
+    fn check_errors_carry_prometheus_positions() {
+        // Prometheus's positions for the checks made once the grammar accepted a node: the
+        // node's start, the operator for the operator checks, the operand or argument of the
+        // wrong type, the `[` of a bad range. The messages are promql-parser's (Prometheus
+        // quotes names with `"` and says `range vector` / `instant vector`).
+        check(
+            "foo + {}",
+            "1:7: parse error: vector selector must contain at least one non-empty matcher",
+        );
+        check(
+            "\n  {}",
+            "2:3: parse error: vector selector must contain at least one non-empty matcher",
+        );
+        check(
+            "1 + x[5m]",
+            "1:5: parse error: binary expression must contain only scalar and instant vector types",
+        );
+        check(
+            "rate()",
+            "1:1: parse error: expected 1 argument(s) in call to 'rate', got 0",
+        );
+        check(
+            "sum(rate(x))",
+            "1:10: parse error: expected type matrix in call to function 'rate', got vector",
+        );
+        check(
+            "histogram_quantile(x, y)",
+            "1:20: parse error: expected type scalar in call to function 'histogram_quantile', got vector",
+        );
+        check(
+            "sum(x[5m])",
+            "1:5: parse error: expected type vector in aggregation expression, got matrix",
+        );
+        check(
+            "topk(x, y)",
+            "1:6: parse error: expected type scalar in aggregation expression, got vector",
+        );
+        check(
+            "1 > 1",
+            "1:3: parse error: comparisons between scalars must use BOOL modifier",
+        );
+        check(
+            "1 + 2 > bool 3 + bool 4",
+            "1:16: parse error: bool modifier can only be used on comparison operators",
+        );
+        check(
+            "x + on(a) group_left(a) y",
+            "1:3: parse error: label 'a' must not occur in ON and GROUP clause at once",
+        );
+        check(
+            "1 and x",
+            "1:1: parse error: set operator 'and' not allowed in binary scalar expression",
+        );
+        check(
+            "1 + on(a) x",
+            "1:1: parse error: vector matching only allowed between vectors",
+        );
+        check(
+            "-x[5m]",
+            "1:1: parse error: unary expression only allowed on expressions of type scalar or vector, got: matrix",
+        );
+        check(
+            "x[5m:1m][1m:]",
+            "1:1: parse error: subquery is only allowed on vector, got matrix instead",
+        );
+        check("(x)[5m]", "1:4: parse error: ranges only allowed for vector selectors");
+        check(
+            "x offset 1m [5m]",
+            "1:13: parse error: no offset modifiers allowed before range",
+        );
+        check(
+            "x offset 1m offset 2m",
+            "1:1: parse error: offset may not be set multiple times",
+        );
+        check(
+            "sum by (a) (x) offset 5m",
+            "1:1: parse error: offset modifier must be preceded by an vector selector or matrix selector or a subquery",
+        );
+        check(
+            "foo{__name__=\"bar\"}",
+            "1:1: parse error: metric name must not be set twice: 'foo' or 'bar'",
+        );
+        check(
+            "unknown_fn(x)",
+            "1:1: parse error: unknown function with name 'unknown_fn'",
+        );
+        // A second grouping clause is a grammar error, at the second `by`.
+        check("sum(x) by (a) by (b)", "1:15: parse error: unexpected <by>");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use promql_parser::parser::{Call, Expr};
 
 use crate::aggregate::valid_label_name;
-use crate::engine::{El, Evaluator, MatrixArg, Val, exec};
+use crate::engine::{El, Evaluator, MatrixArg, Samples, Val, exec};
 use crate::labels::{Labels, METRIC_NAME};
 use crate::storage::Sample;
 use crate::value::QueryError;
@@ -88,6 +88,7 @@ pub(crate) fn extrapolated_rate(
     range_ms: i64,
     is_counter: bool,
     is_rate: bool,
+    known_monotonic: bool,
 ) -> Option<f64> {
     if samples.len() < 2 {
         return None;
@@ -96,7 +97,7 @@ pub(crate) fn extrapolated_rate(
     let last = samples[samples.len() - 1];
     let n_minus_one = (samples.len() - 1) as f64;
     let mut result = last.value - first.value;
-    if is_counter {
+    if is_counter && !known_monotonic {
         let mut prev = first.value;
         for s in &samples[1..] {
             if s.value < prev {
@@ -422,7 +423,7 @@ pub(crate) fn call(ev: &Evaluator<'_>, c: &Call, t: i64) -> Result<Val, QueryErr
         }
     };
     let range_fn =
-        |f: &dyn Fn(&MatrixArg, &[Sample]) -> Option<f64>, idx: usize, keep_name: bool| -> Result<Val, QueryError> {
+        |f: &dyn Fn(&MatrixArg, &Samples) -> Option<f64>, idx: usize, keep_name: bool| -> Result<Val, QueryError> {
             let m = ev.matrix_arg(arg(idx)?, t)?;
             let mut out = Vec::new();
             for s in &m.series {
@@ -441,7 +442,10 @@ pub(crate) fn call(ev: &Evaluator<'_>, c: &Call, t: i64) -> Result<Val, QueryErr
         "rate" | "increase" | "delta" => {
             let (counter, rate) = (name != "delta", name == "rate");
             range_fn(
-                &|m, s| extrapolated_rate(s, m.range_start, m.range_end, m.range_ms, counter, rate),
+                &|m, s| {
+                    let monotonic = s.known_monotonic();
+                    extrapolated_rate(s, m.range_start, m.range_end, m.range_ms, counter, rate, monotonic)
+                },
                 0,
                 false,
             )
@@ -486,7 +490,7 @@ pub(crate) fn call(ev: &Evaluator<'_>, c: &Call, t: i64) -> Result<Val, QueryErr
         "sum_over_time" => range_fn(
             &|_, s| {
                 let (mut sum, mut c) = (0.0, 0.0);
-                for p in s {
+                for p in s.iter() {
                     (sum, c) = kahan_inc(p.value, sum, c);
                 }
                 Some(if sum.is_infinite() { sum } else { sum + c })
@@ -500,7 +504,7 @@ pub(crate) fn call(ev: &Evaluator<'_>, c: &Call, t: i64) -> Result<Val, QueryErr
             range_fn(
                 &|_, s| {
                     let mut v = s[0].value;
-                    for p in s {
+                    for p in s.iter() {
                         if (is_max && p.value > v) || (!is_max && p.value < v) || v.is_nan() {
                             v = p.value;
                         }
@@ -536,7 +540,7 @@ pub(crate) fn call(ev: &Evaluator<'_>, c: &Call, t: i64) -> Result<Val, QueryErr
                     _ => {
                         let is_max = name == "ts_of_max_over_time";
                         let mut best = s[0];
-                        for p in s {
+                        for p in s.iter() {
                             let better = if is_max {
                                 p.value >= best.value
                             } else {
@@ -851,7 +855,7 @@ mod tests {
             (&[(120_000, 1.0), (180_000, 3.0)], 0, 300_000, false, false, Some(4.0)),
         ];
         for (i, (pts, start, end, counter, rate, expected)) in cases.iter().enumerate() {
-            let got = extrapolated_rate(&samples(pts), *start, *end, end - start, *counter, *rate);
+            let got = extrapolated_rate(&samples(pts), *start, *end, end - start, *counter, *rate, false);
             match (got, expected) {
                 (None, None) => {}
                 (Some(g), Some(e)) => assert!(almost_equal(g, *e, 1e-9), "case {i}: {g} != {e}"),

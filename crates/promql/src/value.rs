@@ -72,7 +72,8 @@ fn thousands(n: usize) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        // (`is_multiple_of` is newer than the workspace's minimum Rust version.)
+        if i > 0 && matches!((s.len() - i) % 3, 0) {
             out.push(',');
         }
         out.push(c);

@@ -500,8 +500,11 @@ struct ProcessRequest {
 }
 
 fn default_items() -> usize {
-    2000
+    20_000
 }
+
+/// The most records one report may ask for (v2 at this size takes seconds).
+const MAX_ITEMS: usize = 100_000;
 
 async fn process(State(state): State<OrdersState>, body: axum::body::Bytes) -> Response {
     let request: ProcessRequest = if body.is_empty() {
@@ -519,12 +522,12 @@ async fn process(State(state): State<OrdersState>, body: axum::body::Bytes) -> R
             }
         }
     };
-    if !(1..=10_000).contains(&request.items) {
+    if !(1..=MAX_ITEMS).contains(&request.items) {
         return error_response(
             StatusCode::BAD_REQUEST,
             "invalid_request",
             Some("items"),
-            &format!("items must be from 1 to 10000, found {}", request.items),
+            &format!("items must be from 1 to {MAX_ITEMS}, found {}", request.items),
         );
     }
     let algorithm = state.config.current().algorithm;

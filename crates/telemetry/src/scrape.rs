@@ -15,7 +15,7 @@ use observastack_promql::{Labels, stale_nan};
 use tokio_util::sync::CancellationToken;
 
 use crate::exposition::{self, Format};
-use crate::tsdb::{Append, Exemplar, Tsdb};
+use crate::tsdb::{Append, Exemplar, Tsdb, labels_hash};
 
 /// A scrape target.
 #[derive(Debug, Clone)]
@@ -141,7 +141,7 @@ async fn scrape_loop(
     };
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut previous: HashSet<Labels> = HashSet::new();
+    let mut previous: HashSet<u64> = HashSet::new();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -152,15 +152,16 @@ async fn scrape_loop(
 }
 
 /// One scrape: fetch, parse, append with `job`/`instance`, the synthetic series and staleness
-/// markers. Returns the series this scrape wrote, for the next one's staleness.
+/// markers. Returns the series this scrape wrote (as [`labels_hash`]es: 8 bytes a series, not
+/// a label set), for the next one's staleness.
 async fn scrape_once(
     tsdb: &Tsdb,
     targets: &Targets,
     index: usize,
     target: &Target,
     client: &reqwest::Client,
-    previous: HashSet<Labels>,
-) -> HashSet<Labels> {
+    previous: HashSet<u64>,
+) -> HashSet<u64> {
     let started = Instant::now();
     let now_ms = observastack_common::now_millis();
     let instance = target.instance();
@@ -180,7 +181,7 @@ async fn scrape_once(
                     value: e.value,
                     t_ms: e.timestamp_ms.unwrap_or(now_ms),
                 });
-                seen.insert(labels.clone());
+                seen.insert(labels_hash(&labels));
                 batch.push(Append {
                     labels,
                     t_ms: s.timestamp_ms.unwrap_or(now_ms),
@@ -199,9 +200,12 @@ async fn scrape_once(
         }
         Err(error) => Some(error),
     };
-    for labels in previous.difference(&seen) {
+    // The label sets of the series gone, from the store (a series it has forgotten meanwhile has
+    // nothing left to mark).
+    let gone: HashSet<u64> = previous.difference(&seen).copied().collect();
+    for labels in tsdb.labels_with_hashes(&gone) {
         batch.push(Append {
-            labels: labels.clone(),
+            labels,
             t_ms: now_ms,
             value: stale_nan(),
             exemplar: None,

@@ -129,10 +129,10 @@ async fn arrive(state: &TargetState, endpoint: &'static str, order_id: Option<i6
     let at = Instant::now();
     state.arrivals.lock().unwrap().push(Arrival { at, endpoint, order_id });
     let stall = state.behaviour.lock().unwrap().stall_until;
-    if let Some(until) = stall {
-        if at < until {
-            tokio::time::sleep_until(until).await;
-        }
+    if let Some(until) = stall
+        && at < until
+    {
+        tokio::time::sleep_until(until).await;
     }
 }
 
@@ -172,14 +172,14 @@ async fn view_order(State(state): State<Arc<TargetState>>, Path(id): Path<i64>) 
 
 async fn process(State(state): State<Arc<TargetState>>, Json(body): Json<Value>) -> Response {
     arrive(&state, "process", None).await;
-    if body["items"] != 2000 {
+    if body["items"] != observastack_loadgen::PROCESS_ITEMS {
         return StatusCode::UNPROCESSABLE_ENTITY.into_response();
     }
     let hang = state.behaviour.lock().unwrap().hang_process;
     if hang {
         tokio::time::sleep(Duration::from_secs(60)).await;
     }
-    Json(json!({"processed": 2000})).into_response()
+    Json(json!({"processed": observastack_loadgen::PROCESS_ITEMS})).into_response()
 }
 
 /// A mix sending only `endpoint`.
