@@ -66,6 +66,13 @@ LOG="$DATA/up.out"
   --control-port "${PORTS[9]}" >"$LOG" 2>&1 &
 UP=$!
 cleanup() {
+  local status=$?
+  if [ "$status" != 0 ]; then
+    echo "--- the lab's last log lines (orchestrator, then up)" >&2
+    tail -n 20 "$DATA/logs/orchestrator.log" 2>/dev/null | cut -c1-300 >&2 || true
+    tail -n 20 "$LOG" >&2 || true
+    echo "--- load: $(cat /proc/loadavg)" >&2
+  fi
   kill -TERM "$UP" 2>/dev/null || true
   wait "$UP" 2>/dev/null || true
   if [ "$KEEP" = 1 ]; then echo "lab data kept in $DATA"; else rm -rf "$DATA"; fi

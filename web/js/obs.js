@@ -212,7 +212,7 @@ function tracesPanel() {
     idInput.value = id;
     mount(detail, h('p', { class: 'muted' }, `Loading trace ${id}…`));
     try {
-      const t = await api(`/api/lab/telemetry/traces/${id}`);
+      const t = await api(`/api/lab/telemetry/traces/${id}?wait_ms=5000`);
       mount(detail, waterfall(t));
       detail.scrollIntoView({ block: 'nearest' });
     } catch (err) {

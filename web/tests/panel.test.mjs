@@ -28,6 +28,7 @@ page.on('console', (m) => {
 });
 page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
 const figures = {};
+let runId = null;
 
 async function shot(name) {
   if (SHOTS) await page.screenshot({ path: `${SHOT_DIR}/${name}.png` });
@@ -58,7 +59,7 @@ try {
   // Launch.
   await card.locator('button[data-launch]').click();
   await page.waitForURL(/#\/run\//);
-  const runId = /#\/run\/([^/]+)/.exec(page.url())[1];
+  runId = /#\/run\/([^/]+)/.exec(page.url())[1];
   log(`run ${runId} started`);
   await page.waitForSelector('#criteria [data-criterion]');
 
@@ -74,7 +75,8 @@ try {
     const row = [...document.querySelectorAll('tbody tr')].find((r) => r.firstChild && r.firstChild.textContent === 'process');
     if (!row) return false;
     const p95 = row.children[6].textContent;
-    return / s$/.test(p95) || parseFloat(p95) >= 200;
+    // Above the 50 ms the success criterion allows (v2 takes about 90 ms on a quiet machine).
+    return / s$/.test(p95) || parseFloat(p95) >= 50;
   }, null, { timeout: 120_000, polling: 500 });
   await page.waitForSelector('#criteria [data-state="failing"]', { timeout: 60_000 });
   log('symptom on the User tab: the process page is slow and a criterion fails');
@@ -222,6 +224,17 @@ try {
 } catch (e) {
   await page.screenshot({ path: '/tmp/observastack-panel-failure.png' }).catch(() => {});
   console.error(`FAIL: ${e.stack || e}\nconsole problems: ${JSON.stringify(problems, null, 1)}\nscreenshot: /tmp/observastack-panel-failure.png`);
+  // What the orchestrator knew of the run: its status, criteria and latest events.
+  if (runId) {
+    try {
+      const run = await (await fetch(`${URL}/api/runs/${runId}`)).json();
+      const { events, ...rest } = run;
+      const brief = { ...rest, events: (events || []).slice(-15) };
+      console.error(`run ${runId}: ${JSON.stringify(brief, null, 1)}`);
+    } catch (err) {
+      console.error(`run ${runId}: could not be read (${err.message})`);
+    }
+  }
   process.exitCode = 1;
 } finally {
   await browser.close();

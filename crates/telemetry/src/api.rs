@@ -3,7 +3,7 @@
 //! | route | answer |
 //! |---|---|
 //! | `GET /api/traces?service=&operation=&min_duration_ms=&start_ms=&end_ms=&status=&limit=20` | `{"traces": [summary...]}`, newest first |
-//! | `GET /api/traces/{trace_id}` | `{"trace_id", "spans": [...]}`, spans ordered by start |
+//! | `GET /api/traces/{trace_id}` | `{"trace_id", "spans": [...]}`, spans ordered by start; `wait_ms` (≤ 10000) waits for spans not yet arrived before a 404 |
 //! | `GET /api/services` | `{"services": [...]}` |
 //! | `GET /api/operations?service=` | `{"operations": [...]}` |
 //! | `GET /api/logs?service=&level=&contains=&regex=&trace_id=&start_ms=&end_ms=&limit=100` | `{"lines": [...]}`, newest first |
@@ -149,9 +149,34 @@ async fn search_traces(State(stores): State<Stores>, Query(params): Params) -> R
     Ok(Json(json!({"traces": stores.traces.search(&query)})))
 }
 
-async fn get_trace(State(stores): State<Stores>, Path(trace_id): Path<String>) -> Result<Json<Value>, ApiError> {
+/// The longest `wait_ms` a trace fetch may ask for.
+const MAX_TRACE_WAIT_MS: u64 = 10_000;
+
+async fn get_trace(
+    State(stores): State<Stores>,
+    Path(trace_id): Path<String>,
+    Query(params): Params,
+) -> Result<Json<Value>, ApiError> {
     let id: TraceId = trace_id.parse().map_err(|e| ApiError::invalid("trace_id", e))?;
-    let spans = stores.traces.trace(id).ok_or_else(|| ApiError {
+    // A trace id read from a fresh log line may name spans still in an exporter's batch (they
+    // arrive every second): `wait_ms` waits for them instead of answering 404 at once.
+    let wait_ms = match param::<u64>(&params, "wait_ms")? {
+        Some(ms) if ms <= MAX_TRACE_WAIT_MS => ms,
+        Some(ms) => {
+            return Err(ApiError::invalid(
+                "wait_ms",
+                format!("expected 0 to {MAX_TRACE_WAIT_MS}, found {ms}"),
+            ));
+        }
+        None => 0,
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(wait_ms);
+    let mut found = stores.traces.trace(id);
+    while found.is_none() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        found = stores.traces.trace(id);
+    }
+    let spans = found.ok_or_else(|| ApiError {
         status: StatusCode::NOT_FOUND,
         code: "not_found",
         field: Some("trace_id".into()),

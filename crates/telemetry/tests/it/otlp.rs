@@ -139,6 +139,29 @@ fn json_export(trace_id: &str) -> Value {
 }
 
 #[tokio::test]
+async fn trace_fetch_with_wait_ms_waits_for_spans_still_on_their_way() {
+    let app = spawn_app().await;
+    let trace_id = "6c9f0007980381030269b633813fc60d";
+    // Asked before the export: the fetch waits, and answers with the spans once they arrive.
+    let path = format!("/api/traces/{trace_id}?wait_ms=5000");
+    let fetch = app.get(&path);
+    let export = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        app.export("application/json", json_export(trace_id).to_string().into_bytes())
+            .await
+    };
+    let ((status, trace), (exported, _, _)) = tokio::join!(fetch, export);
+    assert_eq!(exported, StatusCode::OK);
+    assert_eq!(status, StatusCode::OK, "{trace}");
+    assert_eq!(trace["spans"].as_array().unwrap().len(), 2);
+    // A trace that never comes is still a 404, after the wait.
+    let (status, body) = app
+        .get("/api/traces/00000000000000000000000000000abc?wait_ms=200")
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+}
+
+#[tokio::test]
 async fn json_export_with_hex_ids_is_accepted() {
     let app = spawn_app().await;
     let trace_id = "5b8efff798038103d269b633813fc60c";
@@ -337,6 +360,11 @@ async fn trace_api_refuses_bad_parameters_naming_them() {
             StatusCode::NOT_FOUND,
         ),
         ("/api/traces?status=broken", "status", StatusCode::BAD_REQUEST),
+        (
+            "/api/traces/5b8efff798038103d269b633813fc60c?wait_ms=60000",
+            "wait_ms",
+            StatusCode::BAD_REQUEST,
+        ),
         (
             "/api/traces?min_duration_ms=abc",
             "min_duration_ms",
