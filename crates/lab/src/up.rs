@@ -127,6 +127,9 @@ pub async fn run_up(args: UpArgs) -> anyhow::Result<()> {
     println!("{}", database.notice);
 
     let spec_path = data_dir.join("agent.json");
+    let states = config_state_dir(&data_dir);
+    let _ = std::fs::remove_dir_all(&states);
+    std::fs::create_dir_all(&states).with_context(|| format!("Failed to create {}", states.display()))?;
     let processes = sut_processes(&args, &exe, &data_dir, &database.url);
     std::fs::write(
         &spec_path,
@@ -279,16 +282,28 @@ fn check_ports(args: &UpArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where the SUT services keep their configuration across restarts (emptied when a lab starts,
+/// so a new lab starts from the defaults).
+pub fn config_state_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("config-state")
+}
+
 fn sut_processes(args: &UpArgs, exe: &Path, data_dir: &Path, database_url: &str) -> Vec<ProcessSpec> {
     let env = BTreeMap::from([
         ("DATABASE_URL".to_owned(), database_url.to_owned()),
         ("OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(), args.otlp()),
     ]);
     let data = data_dir.display().to_string();
-    let spec = |name: &str, args: Vec<String>| ProcessSpec {
+    let states = config_state_dir(data_dir);
+    let spec = |name: &str, mut args: Vec<String>| ProcessSpec {
         name: name.to_owned(),
         program: exe.to_owned(),
-        args,
+        args: {
+            // A service restarted by the agent comes back with what was deployed to it.
+            args.push("--config-state".to_owned());
+            args.push(states.join(format!("{name}.json")).display().to_string());
+            args
+        },
         env: env.clone(),
         restart: RestartPolicy::Always,
     };

@@ -204,6 +204,9 @@ pub struct VerifyArgs {
     /// Keep each lab's data directory (logs) even when it passes.
     #[arg(long)]
     pub keep: bool,
+    /// Scenarios verified at once, each in its own lab (and its own PostgreSQL database).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=8))]
+    pub jobs: u16,
 }
 
 /// Runs a `scenario` subcommand.
@@ -518,8 +521,33 @@ fn free_block(from: u16, n: u16) -> anyhow::Result<u16> {
     anyhow::bail!("no block of {n} free ports from {from}")
 }
 
+/// A PostgreSQL database of its own for verification lab `index` (dropped and created afresh, so
+/// a scenario that drops an index or leaves locks behind cannot touch another lab's), or `None`
+/// when no PostgreSQL answers on 127.0.0.1:5432 (the lab then uses SQLite in its directory).
+async fn lab_database(index: usize) -> Option<String> {
+    use sqlx::Connection as _;
+    let user = std::env::var("PGUSER").unwrap_or_else(|_| "postgres".to_owned());
+    let admin = format!("postgres://{user}@127.0.0.1:5432/postgres");
+    let name = format!("observastack_verify_{index}");
+    let fresh = async {
+        let mut conn = sqlx::postgres::PgConnection::connect(&admin).await?;
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut conn)
+            .await?;
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await?;
+        Ok::<_, sqlx::Error>(())
+    };
+    match tokio::time::timeout(Duration::from_secs(5), fresh).await {
+        Ok(Ok(())) => Some(format!("postgres://{user}@127.0.0.1:5432/{name}")),
+        _ => None,
+    }
+}
+
 async fn start_lab(index: usize, args: &VerifyArgs, keep: bool) -> anyhow::Result<(VerifyLab, String)> {
-    let port = free_block(args.base_port, 12)?;
+    // Labs starting at once look for free ports in blocks of their own.
+    let port = free_block(args.base_port.saturating_add((index % 32) as u16 * 120), 12)?;
     let dir = std::env::temp_dir().join(format!("observastack-verify-{}-{index}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
@@ -543,6 +571,9 @@ async fn start_lab(index: usize, args: &VerifyArgs, keep: bool) -> anyhow::Resul
     }
     if let Some(s) = &args.scenarios {
         cmd.arg("--scenarios").arg(s);
+    }
+    if let Some(url) = lab_database(index).await {
+        cmd.arg("--database-url").arg(url);
     }
     let log = std::fs::File::create(dir.join("up.log"))?;
     cmd.stdout(log.try_clone()?)
@@ -575,8 +606,116 @@ async fn start_lab(index: usize, args: &VerifyArgs, keep: bool) -> anyhow::Resul
     }
 }
 
+/// Verifies one scenario in a lab of its own: its id, the seconds it took, and the failure if
+/// it failed. With `prefix`, every line names the scenario (several run at once).
+async fn verify_one(
+    cat: &Catalogue,
+    args: &VerifyArgs,
+    i: usize,
+    count: usize,
+    id: &str,
+    prefix: bool,
+) -> (String, f64, Option<String>) {
+    let say = |line: &str| {
+        if prefix {
+            println!("  {id:<24} {}", line.trim_start());
+        } else {
+            println!("{line}");
+        }
+        let _ = std::io::stdout().flush();
+    };
+    let Some(entry) = cat.get(id) else {
+        return (id.to_owned(), 0.0, Some(format!("{id}: no such scenario")));
+    };
+    let scale = if args.no_compress {
+        1.0
+    } else {
+        entry.scenario.verify.time_scale
+    };
+    let limit = entry.scenario.time_limit.value.as_secs_f64() / scale;
+    say(&format!("[{}/{count}] {id}: starting a lab", i + 1));
+    let started = Instant::now();
+    let outcome = async {
+        let (lab, control) = start_lab(i, args, args.keep).await?;
+        let http = client()?;
+        let mut last_print = Instant::now();
+        let mut seen = 0i64;
+        let state = follow_run(&http, &control, id, "verify", scale, |state| {
+            for e in state["events"].as_array().into_iter().flatten() {
+                let eid = e["id"].as_i64().unwrap_or(0);
+                if eid > seen {
+                    seen = eid;
+                    if matches!(
+                        e["kind"].as_str(),
+                        Some("status" | "steady_state" | "criteria_broken" | "fix" | "criteria_met")
+                    ) && let Some(line) = event_line(e)
+                    {
+                        say(&format!("    {line}"));
+                    }
+                }
+            }
+            if last_print.elapsed() >= Duration::from_secs(10) {
+                last_print = Instant::now();
+                let elapsed = state["live"]["elapsed_s"].as_f64().unwrap_or(0.0);
+                let width = 20usize;
+                let filled = ((elapsed / limit).clamp(0.0, 1.0) * width as f64) as usize;
+                say(&format!(
+                    "    [{}{}] {}",
+                    "#".repeat(filled),
+                    "-".repeat(width - filled),
+                    criteria_line(state)
+                ));
+            }
+        })
+        .await?;
+        Ok::<_, anyhow::Error>((lab, state))
+    }
+    .await;
+    let secs = started.elapsed().as_secs_f64();
+    let failure = match outcome {
+        Ok((mut lab, state)) => {
+            let run = &state["run"];
+            let events: Vec<&Value> = state["events"]
+                .as_array()
+                .map(|v| v.iter().collect())
+                .unwrap_or_default();
+            let has = |k: &str| events.iter().any(|e| e["kind"] == k);
+            if run["status"] == "resolved" {
+                say(&format!("  ✔ {id} verified in {secs:.0} s"));
+                None
+            } else {
+                let step = if !has("steady_state")
+                    || events
+                        .iter()
+                        .any(|e| e["kind"] == "steady_state" && e["data"]["held"] == false)
+                {
+                    "steady state (before the fault)"
+                } else if !has("criteria_broken") {
+                    "fault (the criteria should fail after it)"
+                } else {
+                    "reference fix (the criteria should pass after it)"
+                };
+                let reason = run["reason"].as_str().unwrap_or_default().to_owned();
+                say(&format!("  ✘ {id} failed at the {step}: {reason}"));
+                say(&format!("    logs: {}", lab.dir.display()));
+                lab.keep = true;
+                Some(format!(
+                    "{id}: {step}: {} — {reason}",
+                    run["status"].as_str().unwrap_or_default()
+                ))
+            }
+        }
+        Err(e) => {
+            say(&format!("  ✘ {id}: {e:#}"));
+            Some(format!("{id}: {e:#}"))
+        }
+    };
+    (id.to_owned(), secs, failure)
+}
+
 /// `observastack scenario verify`.
 pub async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
+    use futures_util::StreamExt as _;
     let cat = Catalogue::load(args.scenarios.as_deref())?;
     let ids: Vec<String> = if args.all {
         cat.entries.keys().cloned().collect()
@@ -588,96 +727,21 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
         anyhow::ensure!(cat.get(id).is_some(), "no scenario {id:?}");
     }
     let total = Instant::now();
-    let mut failures = Vec::new();
-    let mut times = Vec::new();
-    for (i, id) in ids.iter().enumerate() {
-        let entry = cat.get(id).context("scenario")?;
-        let scale = if args.no_compress {
-            1.0
-        } else {
-            entry.scenario.verify.time_scale
-        };
-        let limit = entry.scenario.time_limit.value.as_secs_f64() / scale;
-        println!("[{}/{}] {id}: starting a lab", i + 1, ids.len());
-        let started = Instant::now();
-        let outcome = async {
-            let (lab, control) = start_lab(i, &args, args.keep).await?;
-            let http = client()?;
-            let mut last_print = Instant::now();
-            let mut seen = 0i64;
-            let state = follow_run(&http, &control, id, "verify", scale, |state| {
-                for e in state["events"].as_array().into_iter().flatten() {
-                    let eid = e["id"].as_i64().unwrap_or(0);
-                    if eid > seen {
-                        seen = eid;
-                        if matches!(
-                            e["kind"].as_str(),
-                            Some("status" | "steady_state" | "criteria_broken" | "fix" | "criteria_met")
-                        ) && let Some(line) = event_line(e)
-                        {
-                            println!("    {line}");
-                        }
-                    }
-                }
-                if last_print.elapsed() >= Duration::from_secs(10) {
-                    last_print = Instant::now();
-                    let elapsed = state["live"]["elapsed_s"].as_f64().unwrap_or(0.0);
-                    let width = 20usize;
-                    let filled = ((elapsed / limit).clamp(0.0, 1.0) * width as f64) as usize;
-                    println!(
-                        "    [{}{}] {}",
-                        "#".repeat(filled),
-                        "-".repeat(width - filled),
-                        criteria_line(state)
-                    );
-                }
-                let _ = std::io::stdout().flush();
-            })
-            .await?;
-            Ok::<_, anyhow::Error>((lab, state))
-        }
-        .await;
-        let secs = started.elapsed().as_secs_f64();
-        times.push((id.clone(), secs));
-        match outcome {
-            Ok((lab, state)) => {
-                let run = &state["run"];
-                let events: Vec<&Value> = state["events"]
-                    .as_array()
-                    .map(|v| v.iter().collect())
-                    .unwrap_or_default();
-                let has = |k: &str| events.iter().any(|e| e["kind"] == k);
-                if run["status"] == "resolved" {
-                    println!("  ✔ {id} verified in {secs:.0} s");
-                } else {
-                    let step = if !has("steady_state")
-                        || events
-                            .iter()
-                            .any(|e| e["kind"] == "steady_state" && e["data"]["held"] == false)
-                    {
-                        "steady state (before the fault)"
-                    } else if !has("criteria_broken") {
-                        "fault (the criteria should fail after it)"
-                    } else {
-                        "reference fix (the criteria should pass after it)"
-                    };
-                    let reason = run["reason"].as_str().unwrap_or_default().to_owned();
-                    println!("  ✘ {id} failed at the {step}: {reason}");
-                    println!("    logs: {}", lab.dir.display());
-                    let mut lab = lab;
-                    lab.keep = true;
-                    failures.push(format!(
-                        "{id}: {step}: {} — {reason}",
-                        run["status"].as_str().unwrap_or_default()
-                    ));
-                }
-            }
-            Err(e) => {
-                println!("  ✘ {id}: {e:#}");
-                failures.push(format!("{id}: {e:#}"));
-            }
-        }
+    let jobs = usize::from(args.jobs).min(ids.len());
+    if jobs > 1 {
+        println!("Verifying {} scenarios, {jobs} at a time.", ids.len());
     }
+    let results: Vec<(String, f64, Option<String>)> = futures_util::stream::iter(
+        ids.iter()
+            .enumerate()
+            .map(|(i, id)| verify_one(&cat, &args, i, ids.len(), id, jobs > 1)),
+    )
+    .buffer_unordered(jobs)
+    .collect()
+    .await;
+    let mut times: Vec<(String, f64)> = results.iter().map(|(id, secs, _)| (id.clone(), *secs)).collect();
+    times.sort_by(|a, b| a.0.cmp(&b.0));
+    let failures: Vec<String> = results.into_iter().filter_map(|(_, _, f)| f).collect();
     println!();
     for (id, secs) in &times {
         println!("  {id:<28} {secs:>6.0} s");

@@ -43,6 +43,10 @@ pub struct GatewayConfig {
     pub orders_timeout_ms: i64,
     /// Extra attempts after a failed idempotent call.
     pub orders_retries: i64,
+    /// Wait before the first retry, doubled for each next one (with jitter); 0 retries at once.
+    pub retry_backoff_ms: i64,
+    /// Requests per second the shop API admits (token bucket, one second of burst); 0 is off.
+    pub rate_limit_rps: i64,
     /// The version label on every metric.
     pub version: String,
 }
@@ -79,6 +83,20 @@ pub fn config_spec() -> ConfigSpec {
                 1,
                 "Extra attempts after an idempotent call to orders fails (timeout, connection error or 5xx).",
             ),
+            Knob::integer(
+                "retry_backoff_ms",
+                0,
+                10_000,
+                100,
+                "Wait before the first retry, doubled for each next one, with jitter; 0 retries at once.",
+            ),
+            Knob::integer(
+                "rate_limit_rps",
+                0,
+                100_000,
+                0,
+                "Requests per second the shop API admits (one second of burst); the rest get 429. 0 turns the limit off.",
+            ),
             Knob::text(
                 "version",
                 64,
@@ -104,6 +122,7 @@ struct GatewayMetrics {
     pool_size: Family<VersionOnly, Gauge>,
     pool_in_use: Family<VersionOnly, Gauge>,
     pool_waiting: Family<VersionOnly, Gauge>,
+    rate_limited: Family<VersionOnly, Counter>,
 }
 
 impl GatewayMetrics {
@@ -116,6 +135,7 @@ impl GatewayMetrics {
             pool_size: Family::default(),
             pool_in_use: Family::default(),
             pool_waiting: Family::default(),
+            rate_limited: Family::default(),
         };
         registry.register(
             "gateway_upstream_requests",
@@ -152,6 +172,11 @@ impl GatewayMetrics {
             "Requests waiting for a connection to orders now",
             m.pool_waiting.clone(),
         );
+        registry.register(
+            "gateway_rate_limited_requests",
+            "Requests refused with 429 by the rate limit (rate_limit_rps knob)",
+            m.rate_limited.clone(),
+        );
         m
     }
 }
@@ -165,6 +190,73 @@ pub struct GatewayState {
     config: Arc<ConfigStore<GatewayConfig>>,
     metrics: GatewayMetrics,
     version: VersionLabel,
+    bucket: Arc<std::sync::Mutex<TokenBucket>>,
+}
+
+/// The rate limit: `rate` tokens a second, at most `rate` kept (one second of burst).
+#[derive(Debug)]
+struct TokenBucket {
+    tokens: f64,
+    refilled: Instant,
+}
+
+impl TokenBucket {
+    fn new() -> Self {
+        Self {
+            // Full: capped at one second's worth on first use.
+            tokens: f64::INFINITY,
+            refilled: Instant::now(),
+        }
+    }
+
+    /// Takes a token if there is one at `rate` per second.
+    fn admit(&mut self, rate: f64) -> bool {
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.refilled).as_secs_f64() * rate).min(rate);
+        self.refilled = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// The `rate_limit_rps` knob, in front of every shop route.
+async fn rate_limit(
+    State(state): State<GatewayState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let rate = state.config.current().rate_limit_rps;
+    if rate > 0
+        && !state
+            .bucket
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .admit(rate as f64)
+    {
+        state
+            .metrics
+            .rate_limited
+            .get_or_create(&VersionOnly {
+                version: state.version.get(),
+            })
+            .inc();
+        tracing::warn!(rate_limit_rps = rate, path = req.uri().path(), "Rate limited.");
+        let mut response = error_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            None,
+            &format!("more than {rate} requests per second; try again shortly"),
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+        return response;
+    }
+    next.run(req).await
 }
 
 fn build_client(pool_size: usize) -> reqwest::Result<reqwest::Client> {
@@ -183,6 +275,7 @@ pub fn user_router(state: GatewayState) -> Router {
         .route("/api/orders", post(place_order))
         .route("/api/orders/{id}", get(get_order))
         .route("/api/process", post(process))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), rate_limit))
         .with_state(state)
 }
 
@@ -229,6 +322,12 @@ impl GatewayState {
         let timeout = Duration::from_millis(config.orders_timeout_ms as u64);
         let mut last = Attempt::Failed("not attempted".into());
         for attempt in 0..attempts {
+            if attempt > 0 && config.retry_backoff_ms > 0 {
+                // Exponential backoff with full jitter: half to all of base × 2^(attempt-1).
+                let base = config.retry_backoff_ms as f64 * 2f64.powi(attempt as i32 - 1);
+                let wait = base * (0.5 + fastrand::f64() / 2.0);
+                tokio::time::sleep(Duration::from_secs_f64(wait / 1000.0)).await;
+            }
             if attempt > 0 {
                 self.metrics
                     .upstream_retries
@@ -386,6 +485,7 @@ pub async fn start(args: GatewayArgs, shutdown: CancellationToken) -> anyhow::Re
         config,
         metrics,
         version: version.clone(),
+        bucket: Arc::new(std::sync::Mutex::new(TokenBucket::new())),
     };
     apply_config_changes(&state);
     spawn_sampler(state.clone(), shutdown.clone());

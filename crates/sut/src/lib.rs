@@ -47,6 +47,10 @@ pub struct ServiceArgs {
     /// Initial knob values as a JSON object, validated like `PATCH /config`.
     #[arg(long, value_name = "JSON")]
     pub config: Option<String>,
+    /// File that keeps the configuration across restarts, as a deployed service keeps what was
+    /// deployed: read at start (over `--config`), rewritten on every accepted change.
+    #[arg(long, value_name = "PATH")]
+    pub config_state: Option<std::path::PathBuf>,
 }
 
 impl ServiceArgs {
@@ -164,11 +168,57 @@ where
     T: DeserializeOwned + Serialize + Send + Sync + Versioned + 'static,
 {
     let mut registry = Registry::with_labels(std::iter::once(("service".into(), service.into())));
-    let config = ConfigStore::<T>::new(spec, args.initial_config()?, &mut registry)
-        .map_err(|e| anyhow::anyhow!("--config: {e}"))?;
+    let mut initial = args.initial_config()?;
+    let saved = args.config_state.as_deref().and_then(read_config_state);
+    if let (Some(serde_json::Value::Object(saved)), serde_json::Value::Object(initial)) = (&saved, &mut initial) {
+        initial.extend(saved.clone());
+    }
+    let config = match ConfigStore::<T>::new(spec.clone(), initial, &mut registry) {
+        Ok(c) => c,
+        // A saved state this version cannot read (a knob renamed since): start from --config.
+        Err(e) if saved.is_some() => {
+            tracing::warn!(error = %e, "Ignoring the saved configuration state.");
+            let mut registry_again = Registry::with_labels(std::iter::once(("service".into(), service.into())));
+            let c = ConfigStore::<T>::new(spec, args.initial_config()?, &mut registry_again)
+                .map_err(|e| anyhow::anyhow!("--config: {e}"))?;
+            registry = registry_again;
+            c
+        }
+        Err(e) => anyhow::bail!("--config: {e}"),
+    };
+    if let Some(path) = args.config_state.clone() {
+        if saved.is_some() {
+            tracing::info!(path = %path.display(), "Configuration restored from its saved state.");
+        }
+        config.on_change(move |_, next| {
+            if let Err(error) = write_config_state(&path, next) {
+                tracing::error!(path = %path.display(), error = %format!("{error:#}"), "Failed to save the configuration state.");
+            }
+        });
+    }
     let source = config.clone();
     let version = observastack_common::http::VersionLabel::from_fn(move || source.current().version().to_owned());
     Ok((registry, config, version))
+}
+
+/// The saved configuration at `path`, if there is a readable one.
+fn read_config_state(path: &std::path::Path) -> Option<serde_json::Value> {
+    let text = std::fs::read_to_string(path).ok()?;
+    match serde_json::from_str::<serde_json::Value>(&text) {
+        Ok(v @ serde_json::Value::Object(_)) => Some(v),
+        _ => {
+            tracing::warn!(path = %path.display(), "The saved configuration state is not a JSON object; ignoring it.");
+            None
+        }
+    }
+}
+
+/// Saves `values` at `path` (whole or not at all: written beside it, then renamed).
+fn write_config_state(path: &std::path::Path, values: &impl Serialize) -> anyhow::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(values)?)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
 }
 
 /// A deploy: the `version` knob changed (new samples already carry it, see `VersionLabel`).

@@ -2,7 +2,8 @@
 //!
 //! Its API (called by the gateway) runs every request through the worker pool (the
 //! `concurrency_limit` knob), then the injected faults, then the handler. The knobs are the
-//! failure surface of the CPU-regression, worker-pool, connection-pool and slow-query scenarios.
+//! failure surface of the scenarios: CPU regression, worker pool, connection pool, slow queries,
+//! a bad deploy's validation, a memory leak, a crash loop and a connection leak.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -53,9 +54,30 @@ pub struct OrdersConfig {
     pub injected_latency_ms: i64,
     /// Fraction of API requests failed with 500 on purpose.
     pub error_rate: f64,
+    /// Order validation: v2 is the release that fails orders of more than four units.
+    pub order_validation: OrderValidation,
+    /// KB of every API request kept in a history that is never trimmed (the leak).
+    pub request_history_kb: i64,
+    /// Feature flag whose code path makes the process exit after some requests.
+    pub bulk_pricing: bool,
+    /// The order lookup's early-return path forgets to give its connection back.
+    pub connection_leak: bool,
     /// The version label on every metric.
     pub version: String,
 }
+
+/// How `POST /orders` validates an order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderValidation {
+    /// Every valid order is accepted.
+    V1,
+    /// The regression: the bulk-discount tier lookup fails for orders of more than four units.
+    V2,
+}
+
+/// Requests the `bulk_pricing` flag's code path survives before the process exits.
+pub const BULK_PRICING_CRASH_AFTER: u64 = 150;
 
 impl crate::Versioned for OrdersConfig {
     fn version(&self) -> &str {
@@ -109,6 +131,29 @@ pub fn config_spec() -> ConfigSpec {
                 0.0,
                 "Fraction of API requests that fail with 500 on purpose.",
             ),
+            Knob::one_of(
+                "order_validation",
+                &["v1", "v2"],
+                "v1",
+                "Order validation: v2 (the bad release) fails orders of more than four units with a 500.",
+            ),
+            Knob::integer(
+                "request_history_kb",
+                0,
+                1024,
+                0,
+                "KB of every API request kept in an in-process history that is never trimmed (a leak); 0 keeps nothing.",
+            ),
+            Knob::boolean(
+                "bulk_pricing",
+                false,
+                "Feature flag: the bulk pricing engine, whose cache overflow makes the process exit after 150 requests.",
+            ),
+            Knob::boolean(
+                "connection_leak",
+                false,
+                "The order lookup's early-return path (every eighth order) forgets to give its database connection back.",
+            ),
             Knob::text(
                 "version",
                 64,
@@ -151,6 +196,9 @@ struct OrdersMetrics {
     db_queries_per_request: Family<QueryLabels, Histogram, fn() -> Histogram>,
     process_duration: Family<AlgorithmLabels, LatencyHistogram, fn() -> LatencyHistogram>,
     injected_errors: Family<VersionOnly, Counter>,
+    request_history_bytes: Family<VersionOnly, Gauge>,
+    validation_failures: Family<VersionOnly, Counter>,
+    leaked_connections: Family<VersionOnly, Gauge>,
 }
 
 fn queries_histogram() -> Histogram {
@@ -171,6 +219,9 @@ impl OrdersMetrics {
             db_queries_per_request: Family::new_with_constructor(queries_histogram as fn() -> Histogram),
             process_duration: Family::new_with_constructor(latency_histogram as fn() -> LatencyHistogram),
             injected_errors: Family::default(),
+            request_history_bytes: Family::default(),
+            validation_failures: Family::default(),
+            leaked_connections: Family::default(),
         };
         registry.register(
             "orders_concurrency_limit",
@@ -227,6 +278,21 @@ impl OrdersMetrics {
             "Requests failed on purpose (error_rate knob)",
             m.injected_errors.clone(),
         );
+        registry.register(
+            "orders_request_history_bytes",
+            "Bytes held by the in-process request history (request_history_kb knob)",
+            m.request_history_bytes.clone(),
+        );
+        registry.register(
+            "orders_validation_failures",
+            "Orders that failed validation with an internal error (order_validation v2)",
+            m.validation_failures.clone(),
+        );
+        registry.register(
+            "orders_db_connections_leaked",
+            "Database connections taken from the pool and never given back (connection_leak knob)",
+            m.leaked_connections.clone(),
+        );
         m
     }
 
@@ -237,6 +303,8 @@ impl OrdersMetrics {
         self.concurrency_queued.clear();
         self.db_pool_max.clear();
         self.db_pool_connections.clear();
+        self.request_history_bytes.clear();
+        self.leaked_connections.clear();
     }
 }
 
@@ -248,6 +316,13 @@ pub struct OrdersState {
     limiter: Arc<Limiter>,
     metrics: OrdersMetrics,
     version: VersionLabel,
+    /// The request history the `request_history_kb` knob fills (never trimmed).
+    history: Arc<std::sync::Mutex<Vec<Box<[u8]>>>>,
+    history_bytes: Arc<std::sync::atomic::AtomicU64>,
+    /// API requests served while the `bulk_pricing` flag was on.
+    bulk_pricing_requests: Arc<std::sync::atomic::AtomicU64>,
+    /// Connections leaked by the `connection_leak` path.
+    leaked: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The orders API, without the HTTP instrumentation (`start` adds it).
@@ -280,9 +355,31 @@ async fn worker_pool(State(state): State<OrdersState>, req: Request, next: Next)
     response
 }
 
-/// The `injected_latency_ms` and `error_rate` knobs.
+/// The `injected_latency_ms`, `error_rate`, `request_history_kb` and `bulk_pricing` knobs.
 async fn faults(State(state): State<OrdersState>, req: Request, next: Next) -> Response {
     let config = state.config.current();
+    if config.request_history_kb > 0 {
+        // Every page written, so the memory is resident, not only reserved.
+        let entry = vec![0x5a_u8; config.request_history_kb as usize * 1024].into_boxed_slice();
+        let bytes = entry.len() as u64;
+        state.history.lock().unwrap_or_else(|e| e.into_inner()).push(entry);
+        state
+            .history_bytes
+            .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+    if config.bulk_pricing {
+        let served = state
+            .bulk_pricing_requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        if served >= BULK_PRICING_CRASH_AFTER {
+            tracing::error!(
+                served,
+                "Bulk pricing cache overflow: the price table is corrupt; exiting."
+            );
+            std::process::exit(70);
+        }
+    }
     if config.injected_latency_ms > 0 {
         tokio::time::sleep(Duration::from_millis(config.injected_latency_ms as u64)).await;
     }
@@ -421,6 +518,29 @@ async fn place_order(State(state): State<OrdersState>, body: axum::body::Bytes) 
             &format!("quantity must be from 1 to 100, found {}", bad.quantity),
         );
     }
+    if state.config.current().order_validation == OrderValidation::V2 {
+        let units: i64 = order.items.iter().map(|l| l.quantity).sum();
+        if units > 4 {
+            state
+                .metrics
+                .validation_failures
+                .get_or_create(&VersionOnly {
+                    version: state.version.get(),
+                })
+                .inc();
+            tracing::error!(
+                units,
+                customer_id = order.customer_id,
+                "Order validation failed: bulk discount tier index out of range."
+            );
+            return error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                None,
+                &format!("order validation failed: no bulk discount tier for {units} units (index out of range)"),
+            );
+        }
+    }
     let mut conn = match state.connection().await {
         Ok(c) => c,
         Err(r) => return r,
@@ -470,7 +590,8 @@ async fn get_order(State(state): State<OrdersState>, Path(id): Path<String>) -> 
             &format!("order id must be an integer, found {id:?}"),
         );
     };
-    let mode = state.config.current().query_mode;
+    let config = state.config.current();
+    let mode = config.query_mode;
     let mut conn = match state.connection().await {
         Ok(c) => c,
         Err(r) => return r,
@@ -480,6 +601,12 @@ async fn get_order(State(state): State<OrdersState>, Path(id): Path<String>) -> 
         .instrument(db_span("SELECT orders"))
         .await;
     state.count_queries("get_order", &count);
+    if config.connection_leak && id % 8 == 0 {
+        // The bug: this early-return path never gives the connection back to the pool.
+        std::mem::forget(conn);
+        let leaked = state.leaked.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        tracing::debug!(order_id = id, leaked, "Order lookup returned early.");
+    }
     match result {
         Ok(Some(order)) => Json(order).into_response(),
         Ok(None) => error_response(
@@ -638,6 +765,10 @@ pub async fn start(args: OrdersArgs, shutdown: CancellationToken) -> anyhow::Res
         limiter,
         metrics,
         version: version.clone(),
+        history: Arc::default(),
+        history_bytes: Arc::default(),
+        bulk_pricing_requests: Arc::default(),
+        leaked: Arc::default(),
     };
     apply_config_changes(&state);
     spawn_sampler(state.clone(), shutdown.clone());
@@ -682,6 +813,13 @@ fn spawn_sampler(state: OrdersState, shutdown: CancellationToken) {
             m.concurrency_limit.get_or_create(&v).set(state.limiter.limit() as i64);
             m.concurrency_in_use.get_or_create(&v).set(state.limiter.in_use());
             m.concurrency_queued.get_or_create(&v).set(state.limiter.waiting());
+            let relaxed = std::sync::atomic::Ordering::Relaxed;
+            m.request_history_bytes
+                .get_or_create(&v)
+                .set(state.history_bytes.load(relaxed) as i64);
+            m.leaked_connections
+                .get_or_create(&v)
+                .set(state.leaked.load(relaxed) as i64);
             let (size, idle, max) = state.db.pool_stats();
             m.db_pool_max.get_or_create(&v).set(i64::from(max));
             let in_use = i64::from(size.saturating_sub(idle));

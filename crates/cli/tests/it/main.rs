@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod differential;
+mod faults;
 mod harness;
 mod orchestrator;
 mod sut;

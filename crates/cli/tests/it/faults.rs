@@ -1,0 +1,221 @@
+//! The SUT's fault mechanisms behind the scenario library, each driven through `/config` on real
+//! processes: the gateway's rate limit and retry backoff, the orders service's bad validation
+//! release, request-history leak, connection leak and crashing feature flag, and configuration
+//! kept across a restart.
+
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::json;
+
+use crate::harness::{Proc, Shop, TempDir, eventually, fresh_pg_database, get_text, metric, send_json};
+
+async fn patch(admin: &str, body: serde_json::Value) {
+    let (status, answer) = send_json(Method::PATCH, &format!("{admin}/config"), body).await;
+    assert_eq!(status, 200, "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_rate_limit_refuses_traffic_above_it_with_429() {
+    let shop = Shop::start(None, &[]);
+    let (user, admin) = (shop.gateway.url("api"), shop.gateway.url("admin"));
+    patch(&admin, json!({"rate_limit_rps": 5})).await;
+    let client = crate::harness::client();
+    let (mut ok, mut limited) = (0, 0);
+    for _ in 0..30 {
+        let resp = client.get(format!("{user}/api/products")).send().await.unwrap();
+        match resp.status().as_u16() {
+            200 => ok += 1,
+            429 => {
+                assert_eq!(resp.headers()["retry-after"], "1");
+                let body: serde_json::Value = resp.json().await.unwrap();
+                assert_eq!(body["error"], "rate_limited", "{body}");
+                limited += 1;
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    // One second of burst (5), plus what refills while 30 requests go by.
+    assert!((5..=15).contains(&ok), "{ok} admitted at 5 rps");
+    assert!(limited >= 15, "{limited} refused");
+    let metrics = get_text(&format!("{admin}/metrics")).await;
+    assert_eq!(
+        metric(&metrics, "gateway_rate_limited_requests_total", &[]),
+        f64::from(limited)
+    );
+    // Off again: everything passes.
+    patch(&admin, json!({"rate_limit_rps": 0})).await;
+    for _ in 0..20 {
+        let (status, _) = send_json(Method::GET, &format!("{user}/api/products"), json!(null)).await;
+        assert_eq!(status, 200);
+    }
+}
+
+/// Seconds one `GET /api/products` takes while orders fails every request.
+async fn failing_call_seconds(user: &str) -> f64 {
+    let started = Instant::now();
+    let (status, _) = send_json(Method::GET, &format!("{user}/api/products"), json!(null)).await;
+    assert_eq!(status, 500);
+    started.elapsed().as_secs_f64()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retries_back_off_exponentially_unless_the_backoff_is_zero() {
+    let shop = Shop::start(None, &[]);
+    let user = shop.gateway.url("api");
+    patch(&shop.orders.url("admin"), json!({"error_rate": 1.0})).await;
+    let gateway = shop.gateway.url("admin");
+    patch(&gateway, json!({"orders_retries": 3, "retry_backoff_ms": 200})).await;
+    // Waits of at least half of 200 + 400 + 800 ms.
+    let backed_off = failing_call_seconds(&user).await;
+    assert!(backed_off >= 0.7, "three retries with backoff took {backed_off:.3} s");
+    patch(&gateway, json!({"retry_backoff_ms": 0})).await;
+    let at_once = failing_call_seconds(&user).await;
+    assert!(
+        at_once < backed_off / 2.0,
+        "{at_once:.3} s without backoff, {backed_off:.3} s with"
+    );
+    let metrics = get_text(&format!("{gateway}/metrics")).await;
+    assert_eq!(metric(&metrics, "gateway_upstream_retries_total", &[]), 6.0);
+    let orders = get_text(&format!("{}/metrics", shop.orders.url("admin"))).await;
+    // Every retry reached orders: 2 calls × 4 attempts.
+    assert_eq!(metric(&orders, "orders_injected_errors_total", &[]), 8.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn order_validation_v2_fails_orders_of_more_than_four_units() {
+    let shop = Shop::start(None, &[]);
+    let (user, admin) = (shop.gateway.url("api"), shop.orders.url("admin"));
+    let order = |quantities: &[i64]| {
+        let items: Vec<_> = quantities
+            .iter()
+            .enumerate()
+            .map(|(i, q)| json!({"product_id": i as i64 + 1, "quantity": q}))
+            .collect();
+        json!({"customer_id": 7, "items": items})
+    };
+    let url = format!("{user}/api/orders");
+    assert_eq!(send_json(Method::POST, &url, order(&[3, 3])).await.0, 201);
+    patch(&admin, json!({"order_validation": "v2", "version": "3.1.0"})).await;
+    let (status, body) = send_json(Method::POST, &url, order(&[3, 3])).await;
+    assert_eq!((status, body["error"].as_str()), (500, Some("internal")), "{body}");
+    assert!(body["message"].as_str().unwrap().contains("6 units"), "{body}");
+    // Small orders still go through: the failure depends on the input.
+    assert_eq!(send_json(Method::POST, &url, order(&[2, 2])).await.0, 201);
+    let metrics = get_text(&format!("{admin}/metrics")).await;
+    assert_eq!(
+        metric(&metrics, "orders_validation_failures_total", &[("version", "3.1.0")]),
+        1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_request_history_keeps_memory_until_a_restart() {
+    let shop = Shop::start(None, &[]);
+    let (user, admin) = (shop.gateway.url("api"), shop.orders.url("admin"));
+    patch(&admin, json!({"request_history_kb": 512})).await;
+    for _ in 0..40 {
+        send_json(Method::GET, &format!("{user}/api/products"), json!(null)).await;
+    }
+    let held = eventually("the history gauge", Duration::from_secs(5), || async {
+        let metrics = get_text(&format!("{admin}/metrics")).await;
+        let held = metric(&metrics, "orders_request_history_bytes", &[]);
+        (held >= 40.0 * 512.0 * 1024.0).then_some(held)
+    })
+    .await;
+    // Turning the knob off keeps what was taken: a leak is only undone by a restart.
+    patch(&admin, json!({"request_history_kb": 0})).await;
+    send_json(Method::GET, &format!("{user}/api/products"), json!(null)).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let metrics = get_text(&format!("{admin}/metrics")).await;
+    assert_eq!(metric(&metrics, "orders_request_history_bytes", &[]), held);
+    // Resident, not only reserved: the process holds more than the 20 MiB it wrote.
+    let pid = shop.orders.child.id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let rss_kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(rss_kb * 1024.0 > held, "VmRSS {rss_kb} kB with {held} bytes held");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn leaked_connections_exhaust_the_pool_until_a_new_one_is_swapped_in() {
+    let db = fresh_pg_database().await;
+    let shop = Shop::start(Some(&db), &[]);
+    let (user, admin) = (shop.gateway.url("api"), shop.orders.url("admin"));
+    patch(
+        &admin,
+        json!({"connection_leak": true, "db_pool_size": 3, "db_acquire_timeout_ms": 300}),
+    )
+    .await;
+    // Orders 8, 16 and 24 take the early-return path and keep their connections.
+    for id in [8, 16, 24] {
+        let (status, body) = send_json(Method::GET, &format!("{user}/api/orders/{id}"), json!(null)).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, body) = send_json(Method::GET, &format!("{user}/api/orders/1"), json!(null)).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (503, Some("db_pool_exhausted")),
+        "{body}"
+    );
+    eventually("the leak gauge", Duration::from_secs(5), || async {
+        let metrics = get_text(&format!("{admin}/metrics")).await;
+        (metric(&metrics, "orders_db_connections_leaked", &[]) == 3.0).then_some(())
+    })
+    .await;
+    // The fix: stop the leak and swap in a new pool.
+    patch(&admin, json!({"connection_leak": false, "db_pool_size": 4})).await;
+    for id in [1, 8, 16, 24, 32] {
+        let (status, body) = send_json(Method::GET, &format!("{user}/api/orders/{id}"), json!(null)).await;
+        assert_eq!(status, 200, "{body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_bulk_pricing_flag_crashes_orders_and_survives_its_restart() {
+    let dir = TempDir::new("crash");
+    let state = format!("{}/orders.json", dir.path());
+    let sqlite = format!("sqlite://{}/shop.db?mode=rwc", dir.path());
+    let args = [
+        "sut",
+        "orders",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        dir.path(),
+        "--config-state",
+        &state,
+    ];
+    let env = [("DATABASE_URL", sqlite.as_str())];
+    let mut orders = Proc::start(&args, &env);
+    patch(&orders.url("admin"), json!({"bulk_pricing": true, "version": "4.0.0"})).await;
+    let api = orders.url("api");
+    let client = crate::harness::client();
+    let mut answered = 0;
+    for _ in 0..200 {
+        match client.get(format!("{api}/products")).send().await {
+            Ok(r) if r.status() == 200 => answered += 1,
+            _ => break,
+        }
+    }
+    assert_eq!(answered, observastack_sut::orders::BULK_PRICING_CRASH_AFTER - 1);
+    let status = eventually("the exit", Duration::from_secs(5), || {
+        let exited = orders.child.try_wait().unwrap();
+        async move { exited }
+    })
+    .await;
+    assert_eq!(status.code(), Some(70));
+    assert!(orders.output().contains("Bulk pricing cache overflow"));
+
+    // Started again (as the agent does), it comes back with the flag and the version.
+    let again = Proc::start(&args, &env);
+    let (_, config) = send_json(Method::GET, &format!("{}/config", again.url("admin")), json!(null)).await;
+    assert_eq!(config["values"]["bulk_pricing"], true, "{config}");
+    assert_eq!(config["values"]["version"], "4.0.0");
+}
