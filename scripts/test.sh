@@ -60,7 +60,8 @@ say "scenario verification"
 # criteria fail after the fault, the reference fix makes them pass.
 cargo build --locked -p observastack
 target_dir=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-"$target_dir/debug/observastack" scenario verify --all
+# Three labs at a time: each scenario's lab is light enough, and each gets its own database.
+"$target_dir/debug/observastack" scenario verify --all --jobs "${OBSERVASTACK_VERIFY_JOBS:-3}"
 
 say "control panel in a browser"
 # Playwright (playwright-core from npm) driving Debian's chromium against `observastack up`.

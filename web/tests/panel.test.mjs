@@ -49,8 +49,10 @@ try {
   figures.catalogue = await firstRender('catalogue');
   const card = page.locator('[data-scenario="cpu-regression"]');
   await card.waitFor();
-  assert.equal(await page.locator('[data-scenario]').count(), 4, 'the catalogue lists the 4 scenarios');
-  await page.fill('#search', 'gateway');
+  const library = await page.evaluate(() => fetch('/api/scenarios').then((r) => r.json()));
+  const total = (library.scenarios || library).length;
+  assert.equal(await page.locator('[data-scenario]').count(), total, `the catalogue lists the ${total} scenarios`);
+  await page.fill('#search', 'CPU regression after a deploy');
   assert.equal(await page.locator('[data-scenario]').count(), 1, 'search filters the catalogue');
   await page.fill('#search', '');
   log(`catalogue rendered in ${figures.catalogue.render_ms} ms`);
