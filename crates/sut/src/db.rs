@@ -358,8 +358,12 @@ impl From<sqlx::Error> for PlaceError {
 
 /// Places an order and enqueues its fulfilment job, in one transaction. Returns the order id and
 /// total.
+///
+/// On PostgreSQL each product's price is read `FOR SHARE`, so a concurrent price change cannot
+/// race the order (and a long transaction holding the products' rows makes orders wait for it).
 pub async fn place_order(
     conn: &mut PoolConnection<Any>,
+    backend: Backend,
     customer_id: i64,
     lines: &[NewLine],
     traceparent: Option<&str>,
@@ -369,9 +373,13 @@ pub async fn place_order(
     let mut tx = conn.begin().await?;
     let mut total = 0;
     let mut priced = Vec::with_capacity(lines.len());
+    let price_query = match backend {
+        Backend::Postgres => "SELECT price_cents FROM products WHERE id = $1 FOR SHARE",
+        Backend::Sqlite => "SELECT price_cents FROM products WHERE id = $1",
+    };
     for line in lines {
         count.0 += 1;
-        let price: Option<i64> = sqlx::query_scalar("SELECT price_cents FROM products WHERE id = $1")
+        let price: Option<i64> = sqlx::query_scalar(price_query)
             .bind(line.product_id)
             .fetch_optional(&mut *tx)
             .await?;
@@ -621,4 +629,47 @@ mod tests {
                 .contains("unsupported")
         );
     }
+}
+
+/// The index behind the order page's line lookup (`order_items (order_id)`): dropped when
+/// `present` is false, created again when true (both idempotent).
+pub async fn set_order_items_index(db: &Database, present: bool) -> Result<(), sqlx::Error> {
+    let pool = db.pool();
+    if present {
+        sqlx::query("CREATE INDEX IF NOT EXISTS order_items_order_idx ON order_items (order_id)")
+            .execute(&pool)
+            .await?;
+    } else {
+        sqlx::query("DROP INDEX IF EXISTS order_items_order_idx")
+            .execute(&pool)
+            .await?;
+    }
+    if db.backend() == Backend::Postgres {
+        sqlx::query("ANALYZE order_items").execute(&pool).await?;
+    }
+    Ok(())
+}
+
+/// Whether the index on `order_items (order_id)` exists.
+pub async fn order_items_index_exists(db: &Database) -> Result<bool, sqlx::Error> {
+    let query = match db.backend() {
+        Backend::Postgres => "SELECT COUNT(*) FROM pg_indexes WHERE indexname = 'order_items_order_idx'",
+        Backend::Sqlite => "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'order_items_order_idx'",
+    };
+    let n: i64 = sqlx::query_scalar(query).fetch_one(&db.pool()).await?;
+    Ok(n > 0)
+}
+
+/// The worker's repricing job: one transaction that updates every product's price row and keeps
+/// the rows locked for `hold` (as if it called a pricing service per row) before committing.
+/// Orders placed meanwhile wait for the locks. Returns how long the locks were held.
+pub async fn reprice_products(db: &Database, hold: Duration) -> Result<Duration, sqlx::Error> {
+    let mut tx = db.pool().begin().await?;
+    sqlx::query("UPDATE products SET price_cents = price_cents")
+        .execute(&mut *tx)
+        .await?;
+    let locked = Instant::now();
+    tokio::time::sleep(hold).await;
+    tx.commit().await?;
+    Ok(locked.elapsed())
 }

@@ -62,6 +62,8 @@ pub struct OrdersConfig {
     pub bulk_pricing: bool,
     /// The order lookup's early-return path forgets to give its connection back.
     pub connection_leak: bool,
+    /// Whether the index on `order_items (order_id)` exists (false drops it).
+    pub order_items_index: bool,
     /// The version label on every metric.
     pub version: String,
 }
@@ -154,6 +156,11 @@ pub fn config_spec() -> ConfigSpec {
                 false,
                 "The order lookup's early-return path (every eighth order) forgets to give its database connection back.",
             ),
+            Knob::boolean(
+                "order_items_index",
+                true,
+                "Whether the index on order_items (order_id) behind the order page exists: false drops it (a migration gone wrong), true creates it again.",
+            ),
             Knob::text(
                 "version",
                 64,
@@ -194,6 +201,7 @@ struct OrdersMetrics {
     db_pool_wait: Family<VersionOnly, LatencyHistogram, fn() -> LatencyHistogram>,
     db_pool_timeouts: Family<VersionOnly, Counter>,
     db_queries_per_request: Family<QueryLabels, Histogram, fn() -> Histogram>,
+    db_query_duration: Family<QueryLabels, LatencyHistogram, fn() -> LatencyHistogram>,
     process_duration: Family<AlgorithmLabels, LatencyHistogram, fn() -> LatencyHistogram>,
     injected_errors: Family<VersionOnly, Counter>,
     request_history_bytes: Family<VersionOnly, Gauge>,
@@ -217,6 +225,7 @@ impl OrdersMetrics {
             db_pool_wait: Family::new_with_constructor(latency_histogram as fn() -> LatencyHistogram),
             db_pool_timeouts: Family::default(),
             db_queries_per_request: Family::new_with_constructor(queries_histogram as fn() -> Histogram),
+            db_query_duration: Family::new_with_constructor(latency_histogram as fn() -> LatencyHistogram),
             process_duration: Family::new_with_constructor(latency_histogram as fn() -> LatencyHistogram),
             injected_errors: Family::default(),
             request_history_bytes: Family::default(),
@@ -267,6 +276,11 @@ impl OrdersMetrics {
             "orders_db_queries_per_request",
             "SQL statements one request ran",
             m.db_queries_per_request.clone(),
+        );
+        registry.register(
+            "orders_db_query_duration_seconds",
+            "Time one request spent in its database statements (connection wait excluded), by query",
+            m.db_query_duration.clone(),
         );
         registry.register(
             "orders_process_duration_seconds",
@@ -445,7 +459,8 @@ impl OrdersState {
         }
     }
 
-    fn count_queries(&self, query: &str, count: &QueryCount) {
+    /// Records a request's statements: how many, and the time they took since `started`.
+    fn count_queries(&self, query: &str, count: &QueryCount, started: std::time::Instant) {
         let labels = QueryLabels {
             version: self.version.get(),
             query: query.to_owned(),
@@ -454,6 +469,11 @@ impl OrdersState {
             .db_queries_per_request
             .get_or_create(&labels)
             .observe(f64::from(count.0));
+        self.metrics.db_query_duration.get_or_create(&labels).observe(
+            started.elapsed().as_secs_f64(),
+            TraceExemplar::current(),
+            None,
+        );
     }
 }
 
@@ -463,10 +483,11 @@ async fn list_products(State(state): State<OrdersState>) -> Response {
         Err(r) => return r,
     };
     let mut count = QueryCount::default();
+    let started = std::time::Instant::now();
     let result = db::list_products(&mut conn, &mut count)
         .instrument(db_span("SELECT products"))
         .await;
-    state.count_queries("list_products", &count);
+    state.count_queries("list_products", &count, started);
     match result {
         Ok(products) => Json(json!({"products": products})).into_response(),
         Err(e) => db_error(&state, &e),
@@ -547,8 +568,10 @@ async fn place_order(State(state): State<OrdersState>, body: axum::body::Bytes) 
     };
     let mut count = QueryCount::default();
     let traceparent = observastack_common::propagation::current_traceparent();
+    let started = std::time::Instant::now();
     let result = db::place_order(
         &mut conn,
+        state.db.backend(),
         order.customer_id,
         &order.items,
         traceparent.as_deref(),
@@ -556,7 +579,7 @@ async fn place_order(State(state): State<OrdersState>, body: axum::body::Bytes) 
     )
     .instrument(db_span("INSERT orders"))
     .await;
-    state.count_queries("place_order", &count);
+    state.count_queries("place_order", &count, started);
     match result {
         Ok((id, total_cents)) => {
             tracing::info!(
@@ -597,10 +620,11 @@ async fn get_order(State(state): State<OrdersState>, Path(id): Path<String>) -> 
         Err(r) => return r,
     };
     let mut count = QueryCount::default();
+    let started = std::time::Instant::now();
     let result = db::get_order(&mut conn, id, mode, &mut count)
         .instrument(db_span("SELECT orders"))
         .await;
-    state.count_queries("get_order", &count);
+    state.count_queries("get_order", &count, started);
     if config.connection_leak && id % 8 == 0 {
         // The bug: this early-return path never gives the connection back to the pool.
         std::mem::forget(conn);
@@ -770,6 +794,17 @@ pub async fn start(args: OrdersArgs, shutdown: CancellationToken) -> anyhow::Res
         bulk_pricing_requests: Arc::default(),
         leaked: Arc::default(),
     };
+    // The database follows the knob: a service restarted with the index dropped keeps it
+    // dropped, and a new lab on a database an earlier one left without it gets it back.
+    match db::order_items_index_exists(&state.db).await {
+        Ok(exists) if exists != initial.order_items_index => {
+            if let Err(error) = db::set_order_items_index(&state.db, initial.order_items_index).await {
+                tracing::error!(%error, "Failed to bring the order_items index in line with the config.");
+            }
+        }
+        Ok(_) => {}
+        Err(error) => tracing::error!(%error, "Failed to look up the order_items index."),
+    }
     apply_config_changes(&state);
     spawn_sampler(state.clone(), shutdown.clone());
 
@@ -797,6 +832,23 @@ fn apply_config_changes(state: &OrdersState) {
         if next.version != applied.version {
             crate::deploy(&applied.version, &next.version);
             state.metrics.clear_gauges();
+        }
+        if next.order_items_index != applied.order_items_index {
+            // DDL takes a while on 300,000 rows: done in the background, logged when done.
+            let (db, present) = (state.db.clone(), next.order_items_index);
+            tokio::spawn(async move {
+                let started = std::time::Instant::now();
+                match db::set_order_items_index(&db, present).await {
+                    Ok(()) => tracing::info!(
+                        index = "order_items_order_idx",
+                        present,
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "{}",
+                        if present { "Index created." } else { "Index dropped." }
+                    ),
+                    Err(error) => tracing::error!(%error, present, "Failed to change the order_items index."),
+                }
+            });
         }
     });
 }

@@ -45,6 +45,10 @@ pub struct WorkerConfig {
     pub poll_interval_ms: i64,
     /// Fraction of jobs that fail.
     pub error_rate: f64,
+    /// Period of the repricing job, in ms; 0 turns it off.
+    pub repricing_interval_ms: i64,
+    /// How long one repricing transaction keeps the products' rows locked, in ms.
+    pub repricing_hold_ms: i64,
     /// The version label on every metric.
     pub version: String,
 }
@@ -76,6 +80,20 @@ pub fn config_spec() -> ConfigSpec {
                 "Pause between polls of an empty queue.",
             ),
             Knob::number("error_rate", 0.0, 1.0, 0.0, "Fraction of jobs that fail."),
+            Knob::integer(
+                "repricing_interval_ms",
+                0,
+                600_000,
+                0,
+                "Period of the background repricing job, which updates every product's price in one transaction; 0 turns it off.",
+            ),
+            Knob::integer(
+                "repricing_hold_ms",
+                0,
+                60_000,
+                100,
+                "How long one repricing transaction keeps the products' rows locked before it commits; orders placed meanwhile wait.",
+            ),
             Knob::text(
                 "version",
                 64,
@@ -101,6 +119,9 @@ struct WorkerMetrics {
     oldest_age: Family<VersionOnly, FloatGauge>,
     concurrency: Family<VersionOnly, Gauge>,
     busy: Family<VersionOnly, Gauge>,
+    repricing_runs: Family<OutcomeLabels, Counter>,
+    repricing_lock: Family<VersionOnly, LatencyHistogram, fn() -> LatencyHistogram>,
+    repricing_active: Family<VersionOnly, Gauge>,
 }
 
 impl WorkerMetrics {
@@ -113,6 +134,9 @@ impl WorkerMetrics {
             oldest_age: Family::default(),
             concurrency: Family::default(),
             busy: Family::default(),
+            repricing_runs: Family::default(),
+            repricing_lock: Family::new_with_constructor(latency_histogram as fn() -> LatencyHistogram),
+            repricing_active: Family::default(),
         };
         registry.register(
             "worker_jobs",
@@ -141,6 +165,21 @@ impl WorkerMetrics {
             m.concurrency.clone(),
         );
         registry.register("worker_busy", "Jobs in progress now", m.busy.clone());
+        registry.register(
+            "worker_repricing_runs",
+            "Runs of the repricing job, by outcome (done, failed)",
+            m.repricing_runs.clone(),
+        );
+        registry.register(
+            "worker_repricing_lock_held_seconds",
+            "How long one repricing transaction held the products' row locks",
+            m.repricing_lock.clone(),
+        );
+        registry.register(
+            "worker_repricing_active",
+            "1 while the repricing transaction holds the products' row locks",
+            m.repricing_active.clone(),
+        );
         m
     }
 }
@@ -216,6 +255,7 @@ async fn run(state: WorkerState, readiness: Readiness, shutdown: CancellationTok
     }
     readiness.set_ready();
     tokio::spawn(sample(state.clone(), shutdown.clone()));
+    tokio::spawn(repricing(state.clone(), shutdown.clone()));
     let jobs = TaskTracker::new();
     loop {
         let slot = tokio::select! {
@@ -340,6 +380,62 @@ async fn sample(state: WorkerState, shutdown: CancellationToken) {
     .await;
 }
 
+/// The repricing job: every `repricing_interval_ms`, one transaction that locks every product
+/// row for `repricing_hold_ms`.
+async fn repricing(state: WorkerState, shutdown: CancellationToken) {
+    loop {
+        let config = state.config.current();
+        let pause = match config.repricing_interval_ms {
+            0 => Duration::from_millis(500),
+            ms => Duration::from_millis(ms as u64),
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(pause) => {}
+        }
+        let config = state.config.current();
+        if config.repricing_interval_ms == 0 {
+            continue;
+        }
+        let version = state.version.get();
+        let v = VersionOnly {
+            version: version.clone(),
+        };
+        let span = tracing::info_span!(
+            "worker.repricing",
+            otel.name = "reprice products",
+            otel.kind = "internal"
+        );
+        state.metrics.repricing_active.get_or_create(&v).set(1);
+        let hold = Duration::from_millis(config.repricing_hold_ms as u64);
+        let outcome = db::reprice_products(&state.db, hold).instrument(span).await;
+        state.metrics.repricing_active.get_or_create(&v).set(0);
+        let outcome_label = match &outcome {
+            Ok(held) => {
+                state
+                    .metrics
+                    .repricing_lock
+                    .get_or_create(&v)
+                    .observe(held.as_secs_f64(), None, None);
+                tracing::info!(held_ms = held.as_millis() as u64, "Products repriced.");
+                "done"
+            }
+            Err(error) => {
+                tracing::error!(%error, "Repricing failed.");
+                "failed"
+            }
+        };
+        state
+            .metrics
+            .repricing_runs
+            .get_or_create(&OutcomeLabels {
+                version,
+                outcome: outcome_label.to_owned(),
+            })
+            .inc();
+    }
+}
+
 fn apply_config_changes(state: &WorkerState) {
     let state = state.clone();
     let config = state.config.clone();
@@ -353,6 +449,7 @@ fn apply_config_changes(state: &WorkerState) {
             state.metrics.oldest_age.clear();
             state.metrics.concurrency.clear();
             state.metrics.busy.clear();
+            state.metrics.repricing_active.clear();
         }
     });
 }

@@ -219,3 +219,91 @@ async fn the_bulk_pricing_flag_crashes_orders_and_survives_its_restart() {
     assert_eq!(config["values"]["bulk_pricing"], true, "{config}");
     assert_eq!(config["values"]["version"], "4.0.0");
 }
+
+/// Mean seconds the orders service spent in the database per order page, over `n` pages.
+async fn order_page_query_seconds(shop: &Shop, n: i64) -> f64 {
+    let (user, admin) = (shop.gateway.url("api"), shop.orders.url("admin"));
+    let labels = [("query", "get_order")];
+    let before = get_text(&format!("{admin}/metrics")).await;
+    for id in 0..n {
+        let (status, body) = send_json(
+            Method::GET,
+            &format!("{user}/api/orders/{}", 1000 + id * 37),
+            json!(null),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let after = get_text(&format!("{admin}/metrics")).await;
+    (metric(&after, "orders_db_query_duration_seconds_sum", &labels)
+        - metric(&before, "orders_db_query_duration_seconds_sum", &labels))
+        / n as f64
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dropping_the_order_items_index_makes_order_pages_scan() {
+    let db = fresh_pg_database().await;
+    let shop = Shop::start(Some(&db), &[]);
+    let admin = shop.orders.url("admin");
+    let indexed = order_page_query_seconds(&shop, 10).await;
+    patch(&admin, json!({"order_items_index": false})).await;
+    eventually("the index dropped", Duration::from_secs(30), || async {
+        shop.orders.output().contains("Index dropped.").then_some(())
+    })
+    .await;
+    let scanning = order_page_query_seconds(&shop, 10).await;
+    assert!(
+        scanning > 3.0 * indexed,
+        "order page database time: {:.2} ms with the index, {:.2} ms without",
+        indexed * 1e3,
+        scanning * 1e3
+    );
+    patch(&admin, json!({"order_items_index": true})).await;
+    eventually("the index created", Duration::from_secs(60), || async {
+        shop.orders.output().contains("Index created.").then_some(())
+    })
+    .await;
+    let again = order_page_query_seconds(&shop, 10).await;
+    assert!(again < scanning / 3.0, "{:.2} ms with the index back", again * 1e3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_repricing_job_holds_row_locks_that_orders_wait_for() {
+    let db = fresh_pg_database().await;
+    let shop = Shop::start(Some(&db), &[]);
+    let (user, worker) = (shop.gateway.url("api"), shop.worker.url("admin"));
+    let order = json!({"customer_id": 3, "items": [{"product_id": 5, "quantity": 1}]});
+    let url = format!("{user}/api/orders");
+    let started = Instant::now();
+    assert_eq!(send_json(Method::POST, &url, order.clone()).await.0, 201);
+    let unlocked = started.elapsed().as_secs_f64();
+
+    patch(
+        &worker,
+        json!({"repricing_interval_ms": 300, "repricing_hold_ms": 2000}),
+    )
+    .await;
+    eventually(
+        "the repricing job holding its locks",
+        Duration::from_secs(10),
+        || async {
+            let metrics = get_text(&format!("{worker}/metrics")).await;
+            (metric(&metrics, "worker_repricing_active", &[]) == 1.0).then_some(())
+        },
+    )
+    .await;
+    let started = Instant::now();
+    assert_eq!(send_json(Method::POST, &url, order).await.0, 201);
+    let locked = started.elapsed().as_secs_f64();
+    assert!(
+        locked > 0.3 && locked > 5.0 * unlocked,
+        "an order took {locked:.3} s during repricing, {unlocked:.3} s before"
+    );
+    patch(&worker, json!({"repricing_interval_ms": 0})).await;
+    let metrics = eventually("a finished repricing run", Duration::from_secs(10), || async {
+        let metrics = get_text(&format!("{worker}/metrics")).await;
+        (metric(&metrics, "worker_repricing_runs_total", &[("outcome", "done")]) >= 1.0).then_some(metrics)
+    })
+    .await;
+    assert!(metric(&metrics, "worker_repricing_lock_held_seconds_sum", &[]) >= 1.9);
+}
