@@ -64,6 +64,10 @@ pub struct OrdersConfig {
     pub connection_leak: bool,
     /// Whether the index on `order_items (order_id)` exists (false drops it).
     pub order_items_index: bool,
+    /// How long the computed catalogue is served from the cache, in ms; 0 disables the cache.
+    pub catalogue_cache_ttl_ms: i64,
+    /// One request recomputes an expired catalogue while the others wait for it.
+    pub catalogue_cache_coalescing: bool,
     /// The version label on every metric.
     pub version: String,
 }
@@ -161,6 +165,18 @@ pub fn config_spec() -> ConfigSpec {
                 true,
                 "Whether the index on order_items (order_id) behind the order page exists: false drops it (a migration gone wrong), true creates it again.",
             ),
+            Knob::integer(
+                "catalogue_cache_ttl_ms",
+                0,
+                600_000,
+                10_000,
+                "How long the computed catalogue (with each product's popularity, an aggregate over every order line) is served from the cache; 0 disables the cache.",
+            ),
+            Knob::boolean(
+                "catalogue_cache_coalescing",
+                true,
+                "When the cached catalogue expires, one request recomputes it while the others wait; false lets every request that finds it expired recompute it (a stampede).",
+            ),
             Knob::text(
                 "version",
                 64,
@@ -207,6 +223,14 @@ struct OrdersMetrics {
     request_history_bytes: Family<VersionOnly, Gauge>,
     validation_failures: Family<VersionOnly, Counter>,
     leaked_connections: Family<VersionOnly, Gauge>,
+    cache_requests: Family<CacheLabels, Counter>,
+    cache_recomputing: Family<VersionOnly, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheLabels {
+    version: String,
+    result: String,
 }
 
 fn queries_histogram() -> Histogram {
@@ -231,6 +255,8 @@ impl OrdersMetrics {
             request_history_bytes: Family::default(),
             validation_failures: Family::default(),
             leaked_connections: Family::default(),
+            cache_requests: Family::default(),
+            cache_recomputing: Family::default(),
         };
         registry.register(
             "orders_concurrency_limit",
@@ -303,6 +329,16 @@ impl OrdersMetrics {
             m.validation_failures.clone(),
         );
         registry.register(
+            "orders_catalogue_cache_requests",
+            "Catalogue requests by cache result (hit, miss: recomputed, coalesced: waited for another's recompute)",
+            m.cache_requests.clone(),
+        );
+        registry.register(
+            "orders_catalogue_recomputes_in_flight",
+            "Catalogue queries running now",
+            m.cache_recomputing.clone(),
+        );
+        registry.register(
             "orders_db_connections_leaked",
             "Database connections taken from the pool and never given back (connection_leak knob)",
             m.leaked_connections.clone(),
@@ -319,6 +355,7 @@ impl OrdersMetrics {
         self.db_pool_connections.clear();
         self.request_history_bytes.clear();
         self.leaked_connections.clear();
+        self.cache_recomputing.clear();
     }
 }
 
@@ -337,6 +374,8 @@ pub struct OrdersState {
     bulk_pricing_requests: Arc<std::sync::atomic::AtomicU64>,
     /// Connections leaked by the `connection_leak` path.
     leaked: Arc<std::sync::atomic::AtomicU64>,
+    /// The cached catalogue.
+    catalogue: Arc<CatalogueCache>,
 }
 
 /// The orders API, without the HTTP instrumentation (`start` adds it).
@@ -459,6 +498,16 @@ impl OrdersState {
         }
     }
 
+    fn cache_result(&self, result: &str) {
+        self.metrics
+            .cache_requests
+            .get_or_create(&CacheLabels {
+                version: self.version.get(),
+                result: result.to_owned(),
+            })
+            .inc();
+    }
+
     /// Records a request's statements: how many, and the time they took since `started`.
     fn count_queries(&self, query: &str, count: &QueryCount, started: std::time::Instant) {
         let labels = QueryLabels {
@@ -477,19 +526,71 @@ impl OrdersState {
     }
 }
 
+/// The computed catalogue and when it was computed.
+type CachedCatalogue = (std::time::Instant, Arc<serde_json::Value>);
+
+/// The catalogue cache (`catalogue_cache_ttl_ms`, `catalogue_cache_coalescing`).
+#[derive(Default)]
+pub struct CatalogueCache {
+    entry: std::sync::Mutex<Option<CachedCatalogue>>,
+    /// Held by the one request recomputing an expired entry when coalescing is on.
+    refill: tokio::sync::Mutex<()>,
+    recomputing: std::sync::atomic::AtomicI64,
+}
+
+impl CatalogueCache {
+    fn fresh(&self, ttl: Duration) -> Option<Arc<serde_json::Value>> {
+        let entry = self.entry.lock().unwrap_or_else(|e| e.into_inner());
+        entry
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < ttl)
+            .map(|(_, value)| value.clone())
+    }
+}
+
 async fn list_products(State(state): State<OrdersState>) -> Response {
+    let config = state.config.current();
+    let ttl = Duration::from_millis(config.catalogue_cache_ttl_ms as u64);
+    let cache = &state.catalogue;
+    if let Some(hit) = cache.fresh(ttl) {
+        state.cache_result("hit");
+        return Json(hit.as_ref().clone()).into_response();
+    }
+    // An expired entry: with coalescing one request recomputes it and the others wait for it;
+    // without, every request that finds it expired runs the query itself (a stampede).
+    let _refill = if config.catalogue_cache_coalescing && !ttl.is_zero() {
+        let guard = cache.refill.lock().await;
+        if let Some(hit) = cache.fresh(ttl) {
+            state.cache_result("coalesced");
+            return Json(hit.as_ref().clone()).into_response();
+        }
+        Some(guard)
+    } else {
+        None
+    };
+    state.cache_result("miss");
     let mut conn = match state.connection().await {
         Ok(c) => c,
         Err(r) => return r,
     };
+    let relaxed = std::sync::atomic::Ordering::Relaxed;
+    cache.recomputing.fetch_add(1, relaxed);
     let mut count = QueryCount::default();
     let started = std::time::Instant::now();
     let result = db::list_products(&mut conn, &mut count)
         .instrument(db_span("SELECT products"))
         .await;
+    cache.recomputing.fetch_sub(1, relaxed);
     state.count_queries("list_products", &count, started);
     match result {
-        Ok(products) => Json(json!({"products": products})).into_response(),
+        Ok(products) => {
+            let value = Arc::new(json!({"products": products}));
+            if !ttl.is_zero() {
+                *cache.entry.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some((std::time::Instant::now(), value.clone()));
+            }
+            Json(value.as_ref().clone()).into_response()
+        }
         Err(e) => db_error(&state, &e),
     }
 }
@@ -793,6 +894,7 @@ pub async fn start(args: OrdersArgs, shutdown: CancellationToken) -> anyhow::Res
         history_bytes: Arc::default(),
         bulk_pricing_requests: Arc::default(),
         leaked: Arc::default(),
+        catalogue: Arc::default(),
     };
     // The database follows the knob: a service restarted with the index dropped keeps it
     // dropped, and a new lab on a database an earlier one left without it gets it back.
@@ -872,6 +974,9 @@ fn spawn_sampler(state: OrdersState, shutdown: CancellationToken) {
             m.leaked_connections
                 .get_or_create(&v)
                 .set(state.leaked.load(relaxed) as i64);
+            m.cache_recomputing
+                .get_or_create(&v)
+                .set(state.catalogue.recomputing.load(relaxed));
             let (size, idle, max) = state.db.pool_stats();
             m.db_pool_max.get_or_create(&v).set(i64::from(max));
             let in_use = i64::from(size.saturating_sub(idle));

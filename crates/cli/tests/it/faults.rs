@@ -307,3 +307,42 @@ async fn the_repricing_job_holds_row_locks_that_orders_wait_for() {
     .await;
     assert!(metric(&metrics, "worker_repricing_lock_held_seconds_sum", &[]) >= 1.9);
 }
+
+/// Fires `n` catalogue requests at once; returns the change of each cache result's counter.
+async fn catalogue_burst(shop: &Shop, n: usize) -> (f64, f64, f64) {
+    let (user, admin) = (shop.gateway.url("api"), shop.orders.url("admin"));
+    let count = |text: &str, result: &str| metric(text, "orders_catalogue_cache_requests_total", &[("result", result)]);
+    let before = get_text(&format!("{admin}/metrics")).await;
+    let url = format!("{user}/api/products");
+    let calls = (0..n).map(|_| send_json(Method::GET, &url, json!(null)));
+    for (status, body) in futures_util::future::join_all(calls).await {
+        assert_eq!(status, 200, "{body}");
+        assert!(body["products"][0]["sold"].as_i64().unwrap() > 0, "{body}");
+    }
+    let after = get_text(&format!("{admin}/metrics")).await;
+    let delta = |r: &str| count(&after, r) - count(&before, r);
+    (delta("miss"), delta("coalesced"), delta("hit"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_expired_catalogue_is_recomputed_once_with_coalescing_and_by_everyone_without() {
+    let db = fresh_pg_database().await;
+    let shop = Shop::start(Some(&db), &[]);
+    let admin = shop.orders.url("admin");
+    patch(&admin, json!({"catalogue_cache_ttl_ms": 1500})).await;
+    // Filled, then served from the cache.
+    catalogue_burst(&shop, 1).await;
+    let (miss, _, hit) = catalogue_burst(&shop, 10).await;
+    assert_eq!((miss, hit), (0.0, 10.0));
+    // Expired: one request recomputes, the others wait for it.
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let (miss, coalesced, hit) = catalogue_burst(&shop, 12).await;
+    assert_eq!(miss, 1.0, "coalesced {coalesced}, hit {hit}");
+    assert_eq!(coalesced + hit, 11.0);
+    // Without coalescing, the requests that find it expired all run the query: a stampede.
+    patch(&admin, json!({"catalogue_cache_coalescing": false})).await;
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let (miss, coalesced, _) = catalogue_burst(&shop, 12).await;
+    assert!(miss >= 6.0, "{miss} of 12 recomputed the catalogue");
+    assert_eq!(coalesced, 0.0);
+}
