@@ -521,27 +521,78 @@ fn free_block(from: u16, n: u16) -> anyhow::Result<u16> {
     anyhow::bail!("no block of {n} free ports from {from}")
 }
 
-/// A PostgreSQL database of its own for verification lab `index` (dropped and created afresh, so
-/// a scenario that drops an index or leaves locks behind cannot touch another lab's), or `None`
-/// when no PostgreSQL answers on 127.0.0.1:5432 (the lab then uses SQLite in its directory).
-async fn lab_database(index: usize) -> Option<String> {
-    use sqlx::Connection as _;
+/// The PostgreSQL server verification labs get their databases on, when one answers.
+fn pg_admin_url() -> String {
     let user = std::env::var("PGUSER").unwrap_or_else(|_| "postgres".to_owned());
-    let admin = format!("postgres://{user}@127.0.0.1:5432/postgres");
-    let name = format!("observastack_verify_{index}");
-    let fresh = async {
-        let mut conn = sqlx::postgres::PgConnection::connect(&admin).await?;
-        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .execute(&mut conn)
-            .await?;
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut conn)
-            .await?;
+    format!("postgres://{user}@127.0.0.1:5432/postgres")
+}
+
+/// Runs `statements` on the PostgreSQL server, giving up after 5 s.
+async fn pg_admin(statements: &[String]) -> Result<(), String> {
+    use sqlx::Connection as _;
+    let work = async {
+        let mut conn = sqlx::postgres::PgConnection::connect(&pg_admin_url()).await?;
+        for statement in statements {
+            sqlx::query(statement).execute(&mut conn).await?;
+        }
         Ok::<_, sqlx::Error>(())
     };
-    match tokio::time::timeout(Duration::from_secs(5), fresh).await {
-        Ok(Ok(())) => Some(format!("postgres://{user}@127.0.0.1:5432/{name}")),
-        _ => None,
+    match tokio::time::timeout(Duration::from_secs(5), work).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("no answer within 5 s".to_owned()),
+    }
+}
+
+/// The database of verification lab `index` of this process: its name is unique to the process,
+/// so concurrent `verify` runs never touch each other's labs.
+fn lab_database_name(index: usize) -> String {
+    format!("observastack_verify_{}_{index}", std::process::id())
+}
+
+/// A PostgreSQL database of its own for verification lab `index` (created afresh, so a scenario
+/// that drops an index or leaves locks behind cannot touch another lab's), or `None` when no
+/// PostgreSQL answers on 127.0.0.1:5432 (the lab then uses SQLite in its directory).
+async fn lab_database(index: usize) -> Option<String> {
+    let name = lab_database_name(index);
+    let created = pg_admin(&[
+        format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        format!("CREATE DATABASE {name}"),
+    ])
+    .await;
+    created.ok().map(|()| {
+        let user = std::env::var("PGUSER").unwrap_or_else(|_| "postgres".to_owned());
+        format!("postgres://{user}@127.0.0.1:5432/{name}")
+    })
+}
+
+/// Drops the verification databases of `verify` processes that are no longer running (and of
+/// this one's finished labs, when `own` names them).
+async fn drop_lab_databases(own: &[usize]) {
+    use sqlx::Connection as _;
+    let listed = async {
+        let mut conn = sqlx::postgres::PgConnection::connect(&pg_admin_url()).await?;
+        sqlx::query_scalar::<_, String>("SELECT datname FROM pg_database WHERE datname LIKE 'observastack_verify_%'")
+            .fetch_all(&mut conn)
+            .await
+    };
+    let Ok(Ok(names)) = tokio::time::timeout(Duration::from_secs(5), listed).await else {
+        return;
+    };
+    let mine: Vec<String> = own.iter().map(|i| lab_database_name(*i)).collect();
+    let stale = names.into_iter().filter(|name| {
+        let pid = name
+            .strip_prefix("observastack_verify_")
+            .and_then(|rest| rest.split('_').next())
+            .and_then(|pid| pid.parse::<i32>().ok());
+        let alive = pid.is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
+        mine.contains(name) || !alive
+    });
+    let statements: Vec<String> = stale
+        .map(|name| format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .collect();
+    if !statements.is_empty() {
+        let _ = pg_admin(&statements).await;
     }
 }
 
@@ -682,6 +733,10 @@ async fn verify_one(
             let has = |k: &str| events.iter().any(|e| e["kind"] == k);
             if run["status"] == "resolved" {
                 say(&format!("  ✔ {id} verified in {secs:.0} s"));
+                if !args.keep {
+                    drop(lab);
+                    drop_lab_databases(&[i]).await;
+                }
                 None
             } else {
                 let step = if !has("steady_state")
@@ -726,6 +781,7 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
     for id in &ids {
         anyhow::ensure!(cat.get(id).is_some(), "no scenario {id:?}");
     }
+    drop_lab_databases(&[]).await;
     let total = Instant::now();
     let jobs = usize::from(args.jobs).min(ids.len());
     if jobs > 1 {
