@@ -52,6 +52,7 @@ fn catalogue() -> Products {
                 id,
                 name: format!("Product {id}"),
                 price_cents: 199 + (id * 137) % 9800,
+                sold: (id * 31) % 500,
             })
             .collect(),
     )

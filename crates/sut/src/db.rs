@@ -616,30 +616,6 @@ pub async fn queue_depth(db: &Database) -> Result<(i64, Option<i64>), DbError> {
     Ok((row.try_get(0)?, row.try_get(1)?))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn redacts_passwords_only() {
-        assert_eq!(redact("postgres://u:pw@h:5432/db"), "postgres://u:***@h:5432/db");
-        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
-        assert_eq!(redact("sqlite:///tmp/x.db"), "sqlite:///tmp/x.db");
-    }
-
-    #[test]
-    fn backend_of_url() {
-        assert_eq!(Backend::of_url("postgresql://x").unwrap(), Backend::Postgres);
-        assert_eq!(Backend::of_url("sqlite::memory:").unwrap(), Backend::Sqlite);
-        assert!(
-            Backend::of_url("mysql://x")
-                .unwrap_err()
-                .to_string()
-                .contains("unsupported")
-        );
-    }
-}
-
 /// The index behind the order page's line lookup (`order_items (order_id)`): dropped when
 /// `present` is false, created again when true (both idempotent).
 pub async fn set_order_items_index(db: &Database, present: bool) -> Result<(), sqlx::Error> {
@@ -681,4 +657,28 @@ pub async fn reprice_products(db: &Database, hold: Duration) -> Result<Duration,
     tokio::time::sleep(hold).await;
     tx.commit().await?;
     Ok(locked.elapsed())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords_only() {
+        assert_eq!(redact("postgres://u:pw@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact("sqlite:///tmp/x.db"), "sqlite:///tmp/x.db");
+    }
+
+    #[test]
+    fn backend_of_url() {
+        assert_eq!(Backend::of_url("postgresql://x").unwrap(), Backend::Postgres);
+        assert_eq!(Backend::of_url("sqlite::memory:").unwrap(), Backend::Sqlite);
+        assert!(
+            Backend::of_url("mysql://x")
+                .unwrap_err()
+                .to_string()
+                .contains("unsupported")
+        );
+    }
 }
