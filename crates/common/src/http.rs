@@ -173,10 +173,13 @@ pub async fn instrument(State(ins): State<Instrumentation>, req: Request, next: 
         })
         .clone();
     active.inc();
+    // Decremented on drop too: a request whose client went away is cancelled mid-flight, and
+    // must not stay counted as active.
+    let in_flight = GaugeGuard(active);
     let start = Instant::now();
     let response = next.run(req).instrument(span.clone()).await;
     let elapsed = start.elapsed();
-    active.dec();
+    drop(in_flight);
 
     let status = response.status();
     span.record("http.response.status_code", status.as_u16());
@@ -388,6 +391,15 @@ pub fn check_secure_bind(addr: &std::net::SocketAddr, token: Option<&str>) -> an
         );
     }
     Ok(())
+}
+
+/// Decrements its gauge when dropped (on completion and on cancellation alike).
+struct GaugeGuard(Gauge);
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 #[cfg(test)]

@@ -53,6 +53,15 @@ impl Drop for Slot {
     }
 }
 
+/// One caller counted as waiting, until dropped.
+struct Queued<'a>(&'a AtomicI64);
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 impl Limiter {
     /// A limit of `limit` concurrent holders.
     pub fn new(limit: usize) -> Arc<Self> {
@@ -77,8 +86,11 @@ impl Limiter {
     pub async fn acquire(&self) -> Slot {
         let start = Instant::now();
         self.counts.waiting.fetch_add(1, Ordering::SeqCst);
+        // Counted out on drop, so a caller cancelled while it waits (a client that gave up) is
+        // not counted as waiting for ever.
+        let queued = Queued(&self.counts.waiting);
         let permit = self.semaphore.clone().acquire_owned().await;
-        self.counts.waiting.fetch_sub(1, Ordering::SeqCst);
+        drop(queued);
         match permit {
             Ok(permit) => self.slot(permit, start.elapsed()),
             // The semaphore is never closed; if it were, waiting forever is what a full pool does.
@@ -153,6 +165,20 @@ mod tests {
         assert!(limiter.try_acquire().is_none());
         assert_eq!(limiter.in_use(), 4);
         drop(held);
+    }
+
+    #[tokio::test]
+    async fn a_caller_cancelled_while_waiting_is_no_longer_counted() {
+        let limiter = Limiter::new(1);
+        let held = limiter.acquire().await;
+        // Two callers give up after waiting 50 ms (a client that went away).
+        for _ in 0..2 {
+            let waited = tokio::time::timeout(Duration::from_millis(50), limiter.acquire()).await;
+            assert!(waited.is_err());
+        }
+        assert_eq!(limiter.waiting(), 0);
+        drop(held);
+        assert!(limiter.try_acquire().is_some());
     }
 
     #[test]
