@@ -257,7 +257,7 @@ for p in PROFILES:
 ok("dependencies, host ports and network names are consistent in every profile")
 
 # Observastack subcommands: the flags exist (from the binary when it is built).
-binary = next((b for b in ("target/release/observastack", "target/debug/observastack") if os.access(b, os.X_OK)), None)
+binary = os.environ.get("OBSERVASTACK_BIN") or next((b for b in ("target/debug/observastack", "target/release/observastack") if os.access(b, os.X_OK)), None)
 if binary:
     import subprocess
 

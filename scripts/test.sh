@@ -63,6 +63,9 @@ target_dir=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_d
 # Three labs at a time: each scenario's lab is light enough, and each gets its own database.
 "$target_dir/debug/observastack" scenario verify --all --jobs "${OBSERVASTACK_VERIFY_JOBS:-3}"
 
+say "deploy files (compose, Prometheus rules with promtool, Grafana dashboards)"
+OBSERVASTACK_BIN="$target_dir/debug/observastack" scripts/check-deploy.sh
+
 say "control panel in a browser"
 # Playwright (playwright-core from npm) driving Debian's chromium against `observastack up`.
 OBSERVASTACK_BIN="$target_dir/debug/observastack" scripts/browser-test.sh --no-screenshots
