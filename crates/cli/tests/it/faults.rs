@@ -346,3 +346,34 @@ async fn an_expired_catalogue_is_recomputed_once_with_coalescing_and_by_everyone
     assert!(miss >= 6.0, "{miss} of 12 recomputed the catalogue");
     assert_eq!(coalesced, 0.0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_whose_clients_gave_up_are_not_counted_as_active_or_queued() {
+    let shop = Shop::start(None, &[]);
+    let (user, orders) = (shop.gateway.url("api"), shop.orders.url("admin"));
+    patch(&orders, json!({"concurrency_limit": 1, "injected_latency_ms": 3000})).await;
+    let impatient = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let calls = (0..4).map(|_| impatient.get(format!("{user}/api/products")).send());
+    for result in futures_util::future::join_all(calls).await {
+        assert!(result.unwrap_err().is_timeout());
+    }
+    // Well before the 3 s the first request would hold its slot, nothing is left counted.
+    let gauges = |text: &str| {
+        (
+            metric(text, "http_server_active_requests", &[]),
+            metric(text, "orders_concurrency_queued", &[]),
+        )
+    };
+    eventually("the gauges back at zero", Duration::from_millis(2000), || async {
+        let text = get_text(&format!("{orders}/metrics")).await;
+        (gauges(&text) == (0.0, 0.0)).then_some(())
+    })
+    .await;
+    let gateway = get_text(&format!("{}/metrics", shop.gateway.url("admin"))).await;
+    assert_eq!(metric(&gateway, "http_server_active_requests", &[]), 0.0);
+    assert_eq!(metric(&gateway, "gateway_upstream_pool_waiting", &[]), 0.0);
+}
