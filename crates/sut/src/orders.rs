@@ -64,6 +64,8 @@ pub struct OrdersConfig {
     pub connection_leak: bool,
     /// Whether the index on `order_items (order_id)` exists (false drops it).
     pub order_items_index: bool,
+    /// Network round trip to the database per statement, in ms (a database on another host).
+    pub db_round_trip_ms: i64,
     /// How long the computed catalogue is served from the cache, in ms; 0 disables the cache.
     pub catalogue_cache_ttl_ms: i64,
     /// One request recomputes an expired catalogue while the others wait for it.
@@ -164,6 +166,13 @@ pub fn config_spec() -> ConfigSpec {
                 "order_items_index",
                 true,
                 "Whether the index on order_items (order_id) behind the order page exists: false drops it (a migration gone wrong), true creates it again.",
+            ),
+            Knob::integer(
+                "db_round_trip_ms",
+                0,
+                100,
+                0,
+                "Network round trip to the database added to every statement, holding its connection (a database on another host); 0 is a local database.",
             ),
             Knob::integer(
                 "catalogue_cache_ttl_ms",
@@ -508,6 +517,15 @@ impl OrdersState {
             .inc();
     }
 
+    /// The `db_round_trip_ms` knob: the network time of `count` statements, spent while the
+    /// connection is held (called before the connection is released).
+    async fn round_trips(&self, count: &QueryCount) {
+        let rtt = self.config.current().db_round_trip_ms;
+        if rtt > 0 {
+            tokio::time::sleep(Duration::from_millis(rtt as u64 * u64::from(count.0))).await;
+        }
+    }
+
     /// Records a request's statements: how many, and the time they took since `started`.
     fn count_queries(&self, query: &str, count: &QueryCount, started: std::time::Instant) {
         let labels = QueryLabels {
@@ -580,6 +598,7 @@ async fn list_products(State(state): State<OrdersState>) -> Response {
     let result = db::list_products(&mut conn, &mut count)
         .instrument(db_span("SELECT products"))
         .await;
+    state.round_trips(&count).await;
     cache.recomputing.fetch_sub(1, relaxed);
     state.count_queries("list_products", &count, started);
     match result {
@@ -680,6 +699,7 @@ async fn place_order(State(state): State<OrdersState>, body: axum::body::Bytes) 
     )
     .instrument(db_span("INSERT orders"))
     .await;
+    state.round_trips(&count).await;
     state.count_queries("place_order", &count, started);
     match result {
         Ok((id, total_cents)) => {
@@ -725,6 +745,7 @@ async fn get_order(State(state): State<OrdersState>, Path(id): Path<String>) -> 
     let result = db::get_order(&mut conn, id, mode, &mut count)
         .instrument(db_span("SELECT orders"))
         .await;
+    state.round_trips(&count).await;
     state.count_queries("get_order", &count, started);
     if config.connection_leak && id % 8 == 0 {
         // The bug: this early-return path never gives the connection back to the pool.

@@ -377,3 +377,23 @@ async fn requests_whose_clients_gave_up_are_not_counted_as_active_or_queued() {
     assert_eq!(metric(&gateway, "http_server_active_requests", &[]), 0.0);
     assert_eq!(metric(&gateway, "gateway_upstream_pool_waiting", &[]), 0.0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_statement_pays_the_database_round_trip() {
+    let db = fresh_pg_database().await;
+    let shop = Shop::start(Some(&db), &[]);
+    let local = order_page_query_seconds(&shop, 5).await;
+    patch(&shop.orders.url("admin"), json!({"db_round_trip_ms": 20})).await;
+    // An indexed order page runs 3 statements: at least 60 ms of round trips.
+    let remote = order_page_query_seconds(&shop, 5).await;
+    assert!(remote >= 0.06, "{:.1} ms", remote * 1e3);
+    patch(&shop.orders.url("admin"), json!({"query_mode": "n_plus_one"})).await;
+    let chatty = order_page_query_seconds(&shop, 5).await;
+    assert!(
+        chatty > 2.0 * remote,
+        "N+1: {:.1} ms against {:.1} ms",
+        chatty * 1e3,
+        remote * 1e3
+    );
+    assert!(local < 0.03, "{:.1} ms locally", local * 1e3);
+}
