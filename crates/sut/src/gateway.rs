@@ -126,6 +126,16 @@ struct GatewayMetrics {
 }
 
 impl GatewayMetrics {
+    /// Creates the event counters of `version` at zero, so a query on them reads 0 (not
+    /// "no data") until the first event, and `rate()` sees the first increment.
+    fn zero_counters(&self, version: &str) {
+        let v = VersionOnly {
+            version: version.to_owned(),
+        };
+        let _ = self.upstream_retries.get_or_create(&v);
+        let _ = self.rate_limited.get_or_create(&v);
+    }
+
     fn register(registry: &mut Registry) -> Self {
         let m = Self {
             upstream_requests: Family::default(),
@@ -463,6 +473,7 @@ pub async fn start(args: GatewayArgs, shutdown: CancellationToken) -> anyhow::Re
     let (mut registry, config, version) = crate::knobs::<GatewayConfig>("gateway", config_spec(), &args.common)?;
     let initial = config.current();
     let metrics = GatewayMetrics::register(&mut registry);
+    metrics.zero_counters(&config.current().version);
     let http = HttpMetrics::register(&mut registry);
     let user_listener = observastack_common::bind(args.listen, "--listen").await?;
     let readiness = Readiness::new("starting");
@@ -514,6 +525,7 @@ fn apply_config_changes(state: &GatewayState) {
             state.metrics.pool_size.clear();
             state.metrics.pool_in_use.clear();
             state.metrics.pool_waiting.clear();
+            state.metrics.zero_counters(&next.version);
         }
     });
 }

@@ -355,6 +355,17 @@ impl OrdersMetrics {
         m
     }
 
+    /// Creates the event counters of `version` at zero, so a query on them reads 0 (not
+    /// "no data") until the first event, and `rate()` sees the first increment.
+    fn zero_counters(&self, version: &str) {
+        let v = VersionOnly {
+            version: version.to_owned(),
+        };
+        let _ = self.injected_errors.get_or_create(&v);
+        let _ = self.validation_failures.get_or_create(&v);
+        let _ = self.db_pool_timeouts.get_or_create(&v);
+    }
+
     /// Forgets the gauges of a version no longer running, so they do not linger.
     fn clear_gauges(&self) {
         self.concurrency_limit.clear();
@@ -877,6 +888,7 @@ pub async fn start(args: OrdersArgs, shutdown: CancellationToken) -> anyhow::Res
     let (mut registry, config, version) = crate::knobs::<OrdersConfig>("orders", config_spec(), &args.common)?;
     let initial = config.current();
     let metrics = OrdersMetrics::register(&mut registry);
+    metrics.zero_counters(&initial.version);
     let http = HttpMetrics::register(&mut registry);
 
     let api_listener = observastack_common::bind(args.listen, "--listen").await?;
@@ -955,6 +967,7 @@ fn apply_config_changes(state: &OrdersState) {
         if next.version != applied.version {
             crate::deploy(&applied.version, &next.version);
             state.metrics.clear_gauges();
+            state.metrics.zero_counters(&next.version);
         }
         if next.order_items_index != applied.order_items_index {
             // DDL takes a while on 300,000 rows: done in the background, logged when done.
