@@ -504,7 +504,8 @@ fn print_urls(state: &LabState, data_dir: &Path, elapsed: Duration) {
         endpoint("orchestrator", "control")
     );
     println!("Observability path");
-    for c in &state.components {
+    // Components without a metrics endpoint (the orchestrator) are left out.
+    for c in state.components.iter().filter(|c| c.endpoints.contains_key("metrics")) {
         println!(
             "  {:<24} {}",
             format!("{} metrics", c.name),

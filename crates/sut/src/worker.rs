@@ -125,6 +125,24 @@ struct WorkerMetrics {
 }
 
 impl WorkerMetrics {
+    /// Creates the series of `version` that only events would create, at zero: queries on them
+    /// read 0 (not "no data") and `rate()` sees the first event.
+    fn zero_series(&self, version: &str) {
+        let v = VersionOnly {
+            version: version.to_owned(),
+        };
+        for outcome in ["done", "failed"] {
+            let labels = OutcomeLabels {
+                version: version.to_owned(),
+                outcome: outcome.to_owned(),
+            };
+            let _ = self.jobs.get_or_create(&labels);
+            let _ = self.repricing_runs.get_or_create(&labels);
+        }
+        let _ = self.repricing_lock.get_or_create(&v);
+        self.repricing_active.get_or_create(&v).set(0);
+    }
+
     fn register(registry: &mut Registry) -> Self {
         let m = Self {
             jobs: Family::default(),
@@ -215,6 +233,7 @@ pub async fn start(args: WorkerArgs, shutdown: CancellationToken) -> anyhow::Res
     let (mut registry, config, version) = crate::knobs::<WorkerConfig>("worker", config_spec(), &args.common)?;
     let initial = config.current();
     let metrics = WorkerMetrics::register(&mut registry);
+    metrics.zero_series(&initial.version);
     let readiness = Readiness::new("connecting to the database");
     let mut running = Running::start_admin(
         "worker",
@@ -450,6 +469,7 @@ fn apply_config_changes(state: &WorkerState) {
             state.metrics.concurrency.clear();
             state.metrics.busy.clear();
             state.metrics.repricing_active.clear();
+            state.metrics.zero_series(&next.version);
         }
     });
 }

@@ -5,6 +5,7 @@
 // allow-unwrap-in-tests does not reach them.
 #![allow(clippy::unwrap_used)]
 
+mod deploy;
 mod differential;
 mod faults;
 mod harness;
