@@ -53,6 +53,10 @@ pub struct OrchestratorArgs {
     /// default; a real Prometheus in the full stack).
     #[arg(long, default_value = "http://127.0.0.1:9090")]
     pub prometheus_url: String,
+    /// The embedded backend whose trace and log APIs the panel shows (default: the
+    /// `--prometheus-url`, which is the embedded backend unless a real Prometheus is named).
+    #[arg(long)]
+    pub telemetry_url: Option<String>,
     /// The SUT runs on PostgreSQL (scenarios that require it are available).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub sut_postgres: bool,
@@ -96,6 +100,12 @@ pub async fn run_orchestrator(args: OrchestratorArgs) -> anyhow::Result<()> {
             agent: args.agent.clone(),
             loadgen: args.loadgen.clone(),
             prometheus: args.prometheus_url.trim_end_matches('/').to_owned(),
+            telemetry: args
+                .telemetry_url
+                .as_deref()
+                .unwrap_or(&args.prometheus_url)
+                .trim_end_matches('/')
+                .to_owned(),
         },
         args.admin_token.clone(),
     )?;

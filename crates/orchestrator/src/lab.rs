@@ -21,6 +21,8 @@ pub struct Endpoints {
     pub loadgen: String,
     /// A Prometheus-compatible query API (the embedded backend or a real Prometheus).
     pub prometheus: String,
+    /// The embedded backend's trace and log APIs (`/api/traces…`, `/api/logs…`).
+    pub telemetry: String,
 }
 
 /// What an action did: the HTTP status and body of the API it went to.
@@ -134,6 +136,7 @@ impl Lab {
             agent: "fake://agent".to_owned(),
             loadgen: "fake://loadgen".to_owned(),
             prometheus: "fake://prometheus".to_owned(),
+            telemetry: "fake://telemetry".to_owned(),
         };
         let mut lab = Self::new(endpoints, None)?;
         lab.fake = Some(fake);

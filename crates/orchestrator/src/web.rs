@@ -284,8 +284,8 @@ async fn telemetry(State(w): State<Web>, Path(rest): Path<String>, RawQuery(q): 
             &format!("no telemetry API /api/{rest} through the panel"),
         );
     }
-    // Traces and logs are served by the embedded backend, at the Prometheus API's address.
-    let url = format!("{}/api/{rest}", w.o.lab.endpoints.prometheus);
+    // Traces and logs are served by the embedded backend (`--telemetry-url`).
+    let url = format!("{}/api/{rest}", w.o.lab.endpoints.telemetry);
     let timeout = (!tail).then_some(Duration::from_secs(30));
     forward(&w, url, q, timeout).await
 }

@@ -369,3 +369,46 @@ async fn sigkill_mid_run_loses_no_event_and_the_run_resumes() {
     assert_eq!(ended["run"]["reason"], "test over");
     drop(lab);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_panel_reads_traces_and_logs_from_the_telemetry_url_and_metrics_from_prometheus() {
+    // The full stack's split: metrics from a Prometheus (here: nothing listening), traces and
+    // logs from the embedded backend.
+    let telemetry = Proc::start(
+        &["telemetry", "--listen", "127.0.0.1:0", "--otlp-listen", "127.0.0.1:0"],
+        &[],
+    );
+    let nothing = format!("http://127.0.0.1:{}", free_ports(1)[0]);
+    let data = TempDir::new("telemetry-url");
+    let orchestrator = Proc::start(
+        &[
+            "orchestrator",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.path(),
+            "--prometheus-url",
+            &nothing,
+            "--telemetry-url",
+            &telemetry.url("api"),
+        ],
+        &[],
+    );
+    let base = orchestrator.url("listen");
+    let (status, logs) = send_json(
+        Method::GET,
+        &format!("{base}/api/lab/telemetry/logs?limit=5"),
+        json!(null),
+    )
+    .await;
+    assert_eq!(status, 200, "{logs}");
+    assert!(logs["lines"].is_array(), "{logs}");
+    let (status, traces) = send_json(Method::GET, &format!("{base}/api/lab/telemetry/traces"), json!(null)).await;
+    assert_eq!(status, 200, "{traces}");
+    let (status, answer) = send_json(Method::GET, &format!("{base}/api/lab/prom/query?query=up"), json!(null)).await;
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (502, Some("unreachable")),
+        "{answer}"
+    );
+}
