@@ -30,6 +30,14 @@ stop_pid() { # stop_pid PID: SIGTERM, wait up to 30 s, then SIGKILL.
     wait "$pid" 2>/dev/null || true
 }
 
+finish_work() { # finish_work RC: removes $WORK after a success, keeps it (and says where) after a failure.
+    if [ "$1" -eq 0 ]; then
+        rm -rf "$WORK"
+    else
+        printf 'bench: failed (exit %s); logs kept in %s\n' "$1" "$WORK" >&2
+    fi
+}
+
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # free_block FIRST COUNT: prints the first base in FIRST, FIRST+COUNT+1, … (up to FIRST+990)

@@ -42,11 +42,7 @@ cleanup() {
     trap - EXIT INT TERM
     [ -n "$UP_PID" ] && stop_pid "$UP_PID"
     [ -n "$EX_PID" ] && stop_pid "$EX_PID"
-    if [ "$rc" -eq 0 ]; then
-        rm -rf "$WORK"
-    else
-        printf 'bench: failed (exit %s); logs kept in %s\n' "$rc" "$WORK" >&2
-    fi
+    finish_work "$rc"
     exit "$rc"
 }
 trap cleanup EXIT

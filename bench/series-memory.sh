@@ -45,11 +45,7 @@ cleanup() {
     local rc=$?
     trap - EXIT INT TERM
     stop_all
-    if [ "$rc" -eq 0 ]; then
-        rm -rf "$WORK"
-    else
-        printf 'bench: failed (exit %s); logs kept in %s\n' "$rc" "$WORK" >&2
-    fi
+    finish_work "$rc"
     exit "$rc"
 }
 trap cleanup EXIT

@@ -50,11 +50,7 @@ cleanup() {
     trap - EXIT INT TERM
     [ -n "$PROM_PID" ] && stop_pid "$PROM_PID"
     [ -n "$UP_PID" ] && stop_pid "$UP_PID"
-    if [ "$rc" -eq 0 ]; then
-        rm -rf "$WORK"
-    else
-        printf 'bench: failed (exit %s); logs kept in %s\n' "$rc" "$WORK" >&2
-    fi
+    finish_work "$rc"
     exit "$rc"
 }
 trap cleanup EXIT

@@ -532,9 +532,13 @@ fn free_block(from: u16, n: u16) -> anyhow::Result<u16> {
 }
 
 /// The PostgreSQL server verification labs get their databases on, when one answers.
-fn pg_admin_url() -> String {
+fn pg_url(database: &str) -> String {
     let user = std::env::var("PGUSER").unwrap_or_else(|_| "postgres".to_owned());
-    format!("postgres://{user}@127.0.0.1:5432/postgres")
+    format!("postgres://{user}@127.0.0.1:5432/{database}")
+}
+
+fn pg_admin_url() -> String {
+    pg_url("postgres")
 }
 
 /// Runs `statements` on the PostgreSQL server, giving up after 5 s.
@@ -570,10 +574,7 @@ async fn lab_database(index: usize) -> Option<String> {
         format!("CREATE DATABASE {name}"),
     ])
     .await;
-    created.ok().map(|()| {
-        let user = std::env::var("PGUSER").unwrap_or_else(|_| "postgres".to_owned());
-        format!("postgres://{user}@127.0.0.1:5432/{name}")
-    })
+    created.ok().map(|()| pg_url(&name))
 }
 
 /// Drops the verification databases of `verify` processes that are no longer running (and of

@@ -176,13 +176,11 @@ where
     let config = match ConfigStore::<T>::new(spec.clone(), initial, &mut registry) {
         Ok(c) => c,
         // A saved state this version cannot read (a knob renamed since): start from --config.
+        // (`new` validates before it registers anything, so the registry is still untouched.)
         Err(e) if saved.is_some() => {
             tracing::warn!(error = %e, "Ignoring the saved configuration state.");
-            let mut registry_again = Registry::with_labels(std::iter::once(("service".into(), service.into())));
-            let c = ConfigStore::<T>::new(spec, args.initial_config()?, &mut registry_again)
-                .map_err(|e| anyhow::anyhow!("--config: {e}"))?;
-            registry = registry_again;
-            c
+            ConfigStore::<T>::new(spec, args.initial_config()?, &mut registry)
+                .map_err(|e| anyhow::anyhow!("--config: {e}"))?
         }
         Err(e) => anyhow::bail!("--config: {e}"),
     };
