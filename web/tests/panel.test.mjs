@@ -72,13 +72,17 @@ try {
   assert.match(await page.locator('header .title').innerText(), /CPU regression/);
   log(`run view rendered in ${figures.run.render_ms} ms after a reload`);
 
-  // The symptom: report generation slows down for users.
+  // The symptom: report generation slows down for users. Wait for the bad release's notice
+  // first: a cold lab's first requests can be slow before the fault, and would count.
+  await page.waitForFunction(() => /orders 1\.5\.0 rolled out/.test(document.querySelector('#feed')?.textContent || ''),
+    null, { timeout: 120_000, polling: 500 });
+  log('the bad release is out');
   await page.waitForFunction(() => {
     const row = [...document.querySelectorAll('tbody tr')].find((r) => r.firstChild && r.firstChild.textContent === 'process');
     if (!row) return false;
     const p95 = row.children[6].textContent;
-    // Above the 50 ms the success criterion allows (v2 takes about 90 ms on a quiet machine).
-    return / s$/.test(p95) || parseFloat(p95) >= 50;
+    // Above the 25 ms the success criterion allows (v2 takes 50-90 ms, v1 1-2 ms).
+    return / s$/.test(p95) || parseFloat(p95) >= 25;
   }, null, { timeout: 120_000, polling: 500 });
   await page.waitForSelector('#criteria [data-state="failing"]', { timeout: 60_000 });
   log('symptom on the User tab: the process page is slow and a criterion fails');
