@@ -8,6 +8,7 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use promql_parser::label::MatchOp as PMatchOp;
@@ -16,17 +17,21 @@ use promql_parser::parser::{
 };
 
 use crate::aggregate;
+use crate::cache::ParseCache;
 use crate::functions;
 use crate::labels::{IdBuild, Labels, METRIC_NAME, Matcher};
 use crate::storage::{Sample, Series, Storage, is_stale_nan};
 use crate::value::{InstantSample, QueryError, Value};
 
 /// Evaluates PromQL queries against a [`Storage`].
+///
+/// Clones share one cache of parsed queries ([`crate::cache`]).
 #[derive(Debug, Clone)]
 pub struct Engine {
     lookback_delta_ms: i64,
     max_points_per_series: usize,
     default_subquery_step_ms: i64,
+    parsed: Arc<ParseCache>,
 }
 
 impl Default for Engine {
@@ -35,6 +40,7 @@ impl Default for Engine {
             lookback_delta_ms: 5 * 60 * 1000,
             max_points_per_series: 11_000,
             default_subquery_step_ms: 60 * 1000,
+            parsed: Arc::new(ParseCache::new(crate::cache::PARSED_QUERIES)),
         }
     }
 }
@@ -66,7 +72,7 @@ impl Engine {
 
     /// Evaluates `query` at `t_ms`.
     pub fn instant(&self, storage: &dyn Storage, query: &str, t_ms: i64) -> Result<Value, QueryError> {
-        let expr = parse(query)?;
+        let expr = self.parsed.get_or_parse(query, parse)?;
         let ev = Evaluator::new(self, storage, &expr, t_ms, t_ms);
         match ev.eval(&expr, t_ms)? {
             Val::Scalar(value) => Ok(Value::Scalar { t_ms, value }),
@@ -117,7 +123,7 @@ impl Engine {
                 max: self.max_points_per_series,
             });
         }
-        let expr = parse(query)?;
+        let expr = self.parsed.get_or_parse(query, parse)?;
         match expr.value_type() {
             promql_parser::parser::value::ValueType::Vector | promql_parser::parser::value::ValueType::Scalar => {}
             other => {

@@ -682,7 +682,7 @@ pub(crate) fn call(ev: &Evaluator<'_>, c: &Call, t: i64) -> Result<Val, QueryErr
             let repl = str_arg(2)?;
             let src = str_arg(3)?;
             let re_src = str_arg(4)?;
-            let re = regex::Regex::new(&format!("^(?s:{re_src})$"))
+            let re = crate::cache::anchored_regex(&re_src)
                 .map_err(|e| exec(format!("invalid regular expression in label_replace(): {e}")))?;
             if !valid_label_name(&dst) {
                 return Err(exec(format!(

@@ -259,10 +259,10 @@ pub enum MatchOp {
     Equal,
     /// `!=`
     NotEqual,
-    /// `=~`, with the fully anchored regex.
-    Regex(regex::Regex),
-    /// `!~`, with the fully anchored regex.
-    NotRegex(regex::Regex),
+    /// `=~`, with the fully anchored regex (shared: see [`crate::cache`]).
+    Regex(Arc<regex::Regex>),
+    /// `!~`, with the fully anchored regex (shared: see [`crate::cache`]).
+    NotRegex(Arc<regex::Regex>),
 }
 
 /// One label matcher of a selector, as handed to [`crate::Storage::select`].
@@ -286,9 +286,10 @@ impl Matcher {
         }
     }
 
-    /// A regex matcher; the regex is anchored at both ends as PromQL requires.
+    /// A regex matcher; the regex is anchored at both ends as PromQL requires, and compiled
+    /// once per process for a given source.
     pub fn regex(name: impl Into<String>, re: &str, negate: bool) -> Result<Self, regex::Error> {
-        let compiled = regex::Regex::new(&format!("^(?s:{re})$"))?;
+        let compiled = crate::cache::anchored_regex(re)?;
         Ok(Self {
             name: name.into(),
             op: if negate {

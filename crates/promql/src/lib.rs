@@ -12,9 +12,11 @@
 //! - `engine`: [`Engine`], which parses with the `promql-parser` crate and evaluates the AST
 //!   one timestamp at a time (selectors, subqueries, binary operators and vector matching).
 //! - `aggregate` and `functions`: aggregation operators and PromQL functions.
+//! - [`cache`]: bounded caches of parsed queries and compiled regexes.
 #![forbid(unsafe_code)]
 
 mod aggregate;
+pub mod cache;
 mod engine;
 mod functions;
 pub mod labels;
