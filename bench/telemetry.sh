@@ -21,6 +21,7 @@ RATE="${BENCH_RATE:-50}"            # load generator, simulated user requests pe
 SIDE_BY_SIDE_S="${BENCH_SIDE_BY_SIDE_S:-60}"  # both running and scraped before measuring
 EARLY_S=10                          # first memory snapshot, seconds after both scraped everything
 RUNS="${BENCH_QUERY_RUNS:-50}"      # timed requests per query and backend (after 5 warm-ups)
+ROUND=10                            # of those, sent in alternating rounds of ROUND per backend
 # BENCH_TRACES=0: the lab's services export their traces nowhere (a closed port), so the
 # backend's memory is that of metrics and logs only: the fair comparison with Prometheus,
 # which stores no traces.
@@ -223,24 +224,38 @@ if [ "$B_OURS_SERIES" -gt 0 ]; then
 fi
 
 # =============================================================================================
-section "4. Query latency: $RUNS sequential requests per query and backend (after 5 warm-ups), one keep-alive connection, time=$T"
-# time_query BASE PATH_AND_PARAMS: prints "mean p50 p95 max" in ms over RUNS requests; fails on
+section "4. Query latency: $RUNS sequential requests per query and backend (after 5 warm-ups), in alternating rounds of $ROUND on one keep-alive connection, time=$T"
+# curl_times URL N: N requests on one keep-alive connection, "CODE SECONDS" a line; fails on
 # any non-200.
-time_query() {
-    local url="$1$2" i args=() out
-    for i in $(seq 5); do args+=(-o /dev/null "$url"); done
-    curl -s "${args[@]}" >/dev/null
-    args=()
-    for i in $(seq "$RUNS"); do args+=(-o /dev/null "$url"); done
+curl_times() {
+    local i args=() out
+    for i in $(seq "$2"); do args+=(-o /dev/null "$1"); done
     out=$(curl -s -w '%{http_code} %{time_total}\n' "${args[@]}")
     if awk '$1 != 200 { bad = 1 } END { exit !bad }' <<<"$out"; then
-        die "non-200 answer from $url"
+        die "non-200 answer from $1"
     fi
-    awk '{ print $2 * 1000 }' <<<"$out" | sort -n | awk '
+    printf '%s\n' "$out"
+}
+# stats: "mean p50 p95 max" in ms of the "CODE SECONDS" lines on standard input.
+stats() {
+    awk 'NF == 2 { print $2 * 1000 }' | sort -n | awk '
         { v[NR] = $1; s += $1 }
         END {
             p50 = v[int(NR * 0.50 + 0.999)]; p95 = v[int(NR * 0.95 + 0.999)]
             printf "%.2f %.2f %.2f %.2f", s / NR, p50, p95, v[NR] }'
+}
+# time_both PATH_AND_PARAMS: "mean p50 p95 max" of ours, then of Prometheus (8 fields), over
+# RUNS requests each after 5 warm-ups. The requests go in alternating rounds of ROUND (ours,
+# then Prometheus), so a load that comes and goes on the machine falls on both alike.
+time_both() {
+    local r ours="" prom=""
+    curl_times "$OURS$1" 5 >/dev/null
+    curl_times "$PROM$1" 5 >/dev/null
+    for r in $(seq $(((RUNS + ROUND - 1) / ROUND))); do
+        ours+=$(curl_times "$OURS$1" "$ROUND")$'\n'
+        prom+=$(curl_times "$PROM$1" "$ROUND")$'\n'
+    done
+    printf '%s %s' "$(stats <<<"$ours")" "$(stats <<<"$prom")"
 }
 # result_size BASE PATH_AND_PARAMS: "N series" (and points for a matrix), or the error.
 result_size() {
@@ -277,16 +292,15 @@ declare -a OURS_LAT PROM_LAT
 for i in "${!Q_NAME[@]}"; do
     say ""
     say "  [$((i + 1))] ${Q_NAME[$i]}"
-    for who in ours prom; do
-        if [ "$who" = ours ]; then base=$OURS; label="ours      "; else base=$PROM; label="Prometheus"; fi
-        size=$(result_size "$base" "${Q_PATH[$i]}")
-        case "$size" in ERROR*) say "    $label $size"; r="- - - -" ;; *) r=$(time_query "$base" "${Q_PATH[$i]}") ;; esac
-        read -r mean p50 p95 max <<<"$r"
-        printf '    %s mean %8s ms   p50 %8s ms   p95 %8s ms   max %8s ms   (%s)\n' "$label" "$mean" "$p50" "$p95" "$max" "$size"
-        if [ "$who" = ours ]; then OURS_LAT[i]="$mean $p95"; else PROM_LAT[i]="$mean $p95"; fi
-    done
+    ours_size=$(result_size "$OURS" "${Q_PATH[$i]}")
+    prom_size=$(result_size "$PROM" "${Q_PATH[$i]}")
+    case "$ours_size $prom_size" in *ERROR*) r="- - - - - - - -" ;; *) r=$(time_both "${Q_PATH[$i]}") ;; esac
+    read -r om o50 op omax pm p50 pp pmax <<<"$r"
+    printf '    ours       mean %8s ms   p50 %8s ms   p95 %8s ms   max %8s ms   (%s)\n' "$om" "$o50" "$op" "$omax" "$ours_size"
+    printf '    Prometheus mean %8s ms   p50 %8s ms   p95 %8s ms   max %8s ms   (%s)\n' "$pm" "$p50" "$pp" "$pmax" "$prom_size"
+    OURS_LAT[i]="$om $op"
+    PROM_LAT[i]="$pm $pp"
 done
-say ""
 say "  Times are curl's time_total (request sent to last byte received), client on the same machine."
 
 # =============================================================================================
