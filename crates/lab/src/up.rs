@@ -152,6 +152,7 @@ pub async fn run_up(args: UpArgs) -> anyhow::Result<()> {
         ("worker", args.worker_admin_port),
         ("agent", args.agent_port),
         ("loadgen", args.loadgen_port),
+        ("orchestrator", args.control_port),
     ] {
         telemetry_cmd
             .arg("--target")
@@ -424,7 +425,6 @@ fn components(args: &UpArgs, children: &Children) -> Vec<Component> {
                 args.control_port,
                 children.orchestrator.as_ref().and_then(Child::id),
             );
-            orchestrator.endpoints.remove("metrics");
             orchestrator
                 .endpoints
                 .insert("ui".to_owned(), format!("{}/", url(args.control_port)));
@@ -504,7 +504,6 @@ fn print_urls(state: &LabState, data_dir: &Path, elapsed: Duration) {
         endpoint("orchestrator", "control")
     );
     println!("Observability path");
-    // Components without a metrics endpoint (the orchestrator) are left out.
     for c in state.components.iter().filter(|c| c.endpoints.contains_key("metrics")) {
         println!(
             "  {:<24} {}",

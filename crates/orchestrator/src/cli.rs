@@ -4,12 +4,10 @@ use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 
 use observastack_common::http::{Readiness, check_secure_bind, health_routes, require_token};
@@ -123,7 +121,10 @@ pub async fn run_orchestrator(args: OrchestratorArgs) -> anyhow::Result<()> {
     orchestrator.recover().await?;
     let readiness = Readiness::new("starting");
     readiness.set_ready();
-    let registry = Arc::new(Registry::default());
+    // The orchestrator's own families only: its API is deliberately not instrumented with the
+    // HTTP server metrics, which criteria and dashboards read as the shop's traffic
+    // (`metrics` module).
+    let registry = orchestrator.metrics.registry();
     let panel = crate::web::Panel {
         shop_url: args.shop_url.clone(),
         grafana_url: args.grafana_url.clone(),

@@ -5,6 +5,8 @@
 //!   every run event, committed before they are pushed.
 //! - [`lab`]: the SUT's `/config`, the agent, the load generator and the PromQL backend, over
 //!   the same HTTP APIs a learner's tools use.
+//! - [`metrics`]: the orchestrator's own `/metrics` (runs, criteria, learner actions; no HTTP
+//!   server metrics, which would count the panel's polling as the shop's traffic).
 //! - [`runner`]: one run at a time: baseline, steady state, timeline, hints, criteria, end,
 //!   debrief; resumes or closes runs found unfinished at start-up.
 //! - [`api`]: REST + WebSocket on the control path; `openapi.json` documents it.
@@ -15,6 +17,7 @@ pub mod api;
 pub mod catalogue;
 pub mod cli;
 pub mod lab;
+pub mod metrics;
 pub mod runner;
 pub mod store;
 pub mod web;

@@ -23,6 +23,7 @@ use observastack_scenario::{Action, Criterion, Scenario};
 
 use crate::catalogue::{Catalogue, Entry};
 use crate::lab::Lab;
+use crate::metrics::{MODES, Metrics, Verdict};
 use crate::store::{Event, Run, Status, Store};
 
 /// How the runner behaves.
@@ -102,6 +103,8 @@ pub struct Orchestrator {
     pub store: Store,
     /// The lab's APIs.
     pub lab: Lab,
+    /// The orchestrator's own metrics (`/metrics`).
+    pub metrics: Metrics,
     settings: Settings,
     active: Mutex<Option<Active>>,
     bus: broadcast::Sender<Push>,
@@ -150,10 +153,12 @@ impl Orchestrator {
         shutdown: CancellationToken,
     ) -> Arc<Self> {
         let (bus, _) = broadcast::channel(1024);
+        let metrics = Metrics::new(catalogue.entries.keys().map(String::as_str));
         Arc::new(Self {
             catalogue,
             store,
             lab,
+            metrics,
             settings,
             active: Mutex::new(None),
             bus,
@@ -239,9 +244,10 @@ impl Orchestrator {
             .get(scenario_id)
             .cloned()
             .ok_or_else(|| RunError::NotFound(format!("no scenario {scenario_id:?}")))?;
-        if !matches!(mode, "learner" | "verify") {
+        if !MODES.contains(&mode) {
             return Err(RunError::Invalid(format!(
-                "expected mode learner or verify, found {mode:?}"
+                "expected mode {}, found {mode:?}",
+                MODES.join(" or ")
             )));
         }
         if entry.scenario.requires.contains(&Requirement::Postgres) && !self.settings.postgres {
@@ -263,6 +269,7 @@ impl Orchestrator {
         }
         let run = self.store.create_run(scenario_id, mode, scale).await?;
         self.spawn(run.clone(), entry, false)?;
+        self.metrics.run_started(scenario_id, mode);
         Ok(run)
     }
 
@@ -279,6 +286,7 @@ impl Orchestrator {
                 control: tx,
                 live: live.clone(),
             });
+            self.metrics.set_active(true);
         }
         let me = self.clone();
         tokio::spawn(async move {
@@ -297,7 +305,12 @@ impl Orchestrator {
                 tracing::error!(run = %id, error = %format!("{e:#}"), "Run failed.");
                 let _ = me.finish(&id, Status::Failed, &format!("internal error: {e:#}")).await;
             }
-            *me.active_lock() = None;
+            // The gauge goes to 0 under the slot's lock, before the slot is freed: a run
+            // started right after sets it to 1 only once it holds the slot, so it cannot be
+            // overwritten with this run's 0.
+            let mut slot = me.active_lock();
+            me.metrics.set_active(false);
+            *slot = None;
         });
         Ok(())
     }
@@ -369,6 +382,7 @@ impl Orchestrator {
     async fn set_status(&self, run_id: &str, status: Status, reason: Option<&str>) -> anyhow::Result<()> {
         let event = self.store.set_status(run_id, status, reason).await?;
         tracing::info!(run = run_id, status = status.as_str(), reason, "Run status changed.");
+        self.metrics.run_ended(status);
         let _ = self.bus.send(Push::Event { event });
         Ok(())
     }
@@ -510,11 +524,16 @@ impl Driver {
         let scale = self.scale();
         let mut statuses = Vec::with_capacity(criteria.len());
         for (i, c) in criteria.iter().enumerate() {
+            let asked = Instant::now();
             let reading = match self.o.lab.query(&c.query.value).await {
                 Ok(series) => Reading::from_series(c, &series),
                 Err(e) => Reading::error(format!("{e:#}")),
             };
-            statuses.push(self.windows[i].observe(t, c.hold.value.as_secs_f64() / scale, &reading));
+            let status = self.windows[i].observe(t, c.hold.value.as_secs_f64() / scale, &reading);
+            self.o
+                .metrics
+                .criterion_evaluated(&self.run.scenario_id, Verdict::of(&status), asked.elapsed());
+            statuses.push(status);
         }
         let mut views = Self::views(criteria, scale);
         for (v, s) in views.iter_mut().zip(&statuses) {

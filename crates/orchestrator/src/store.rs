@@ -37,6 +37,24 @@ pub enum Status {
 }
 
 impl Status {
+    /// Every status, in the order a run goes through them: what `parse` reads and what the
+    /// metrics expose at zero (the final ones are those [`Status::is_final`] names). A new
+    /// variant breaks the exhaustive match of this module's test until it is added here.
+    pub const ALL: [Status; 7] = [
+        Self::Pending,
+        Self::Baseline,
+        Self::Running,
+        Self::Resolved,
+        Self::Failed,
+        Self::Aborted,
+        Self::TimedOut,
+    ];
+
+    /// The statuses a run ends in.
+    pub fn finals() -> impl Iterator<Item = Status> {
+        Self::ALL.into_iter().filter(|s| s.is_final())
+    }
+
     /// As stored and shown.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -50,16 +68,12 @@ impl Status {
         }
     }
 
+    /// As stored; anything unknown reads as `failed`.
     fn parse(s: &str) -> Self {
-        match s {
-            "pending" => Self::Pending,
-            "baseline" => Self::Baseline,
-            "running" => Self::Running,
-            "resolved" => Self::Resolved,
-            "aborted" => Self::Aborted,
-            "timed_out" => Self::TimedOut,
-            _ => Self::Failed,
-        }
+        Self::ALL
+            .into_iter()
+            .find(|status| status.as_str() == s)
+            .unwrap_or(Self::Failed)
     }
 
     /// Whether the run has ended.
@@ -349,4 +363,29 @@ fn run_of(r: &sqlx::any::AnyRow) -> anyhow::Result<Run> {
         fault_at_ms: r.try_get("fault_at_ms")?,
         ended_at_ms: r.try_get("ended_at_ms")?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Status;
+
+    #[test]
+    fn every_status_reads_back_and_the_final_ones_are_the_four_endings() {
+        // No wildcard: a new variant does not compile here until it has its place in ALL.
+        let position = |s: Status| match s {
+            Status::Pending => 0,
+            Status::Baseline => 1,
+            Status::Running => 2,
+            Status::Resolved => 3,
+            Status::Failed => 4,
+            Status::Aborted => 5,
+            Status::TimedOut => 6,
+        };
+        for (i, status) in Status::ALL.into_iter().enumerate() {
+            assert_eq!(position(status), i);
+            assert_eq!(Status::parse(status.as_str()), status);
+        }
+        let finals: Vec<&str> = Status::finals().map(Status::as_str).collect();
+        assert_eq!(finals, ["resolved", "failed", "aborted", "timed_out"]);
+    }
 }

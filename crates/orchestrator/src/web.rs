@@ -242,14 +242,16 @@ async fn action(State(w): State<Web>, body: axum::body::Bytes) -> Response {
             "expected an action of kind config, deploy, process or load",
         );
     }
-    match w.o.active_run() {
+    let done = match w.o.active_run() {
         Some(run) => match w.o.learner_action(&run, &action).await {
-            Ok(o) => outcome(o),
+            Ok(o) => o,
             // The run ended between the check and the action: act on the lab alone.
-            Err(_) => outcome(w.o.lab.apply(&action).await),
+            Err(_) => w.o.lab.apply(&action).await,
         },
-        None => outcome(w.o.lab.apply(&action).await),
-    }
+        None => w.o.lab.apply(&action).await,
+    };
+    w.o.metrics.learner_action(done.ok());
+    outcome(done)
 }
 
 async fn prom(State(w): State<Web>, Path(rest): Path<String>, RawQuery(q): RawQuery) -> Response {

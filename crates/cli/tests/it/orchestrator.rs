@@ -10,7 +10,7 @@ use futures_util::StreamExt as _;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::harness::{Proc, TempDir, client, eventually, fresh_pg_database, send_json};
+use crate::harness::{Proc, TempDir, client, eventually, fresh_pg_database, get_text, metric, send_json};
 use crate::up::{free_ports, start_up};
 
 const DRILL: &str = r#"
@@ -132,6 +132,20 @@ fn kinds(state: &Value, kind: &str) -> Vec<Value> {
         .collect()
 }
 
+/// The samples of `name` whose labels include every `labels` pair, each as its value: present
+/// at zero is `Some(0.0)`, absent is `None`.
+fn samples(text: &str, name: &str, labels: &[(&str, &str)]) -> Vec<f64> {
+    text.lines()
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (metric_name, label_text) = series.split_once('{').unwrap_or((series, ""));
+            let wanted =
+                metric_name == name && labels.iter().all(|(k, v)| label_text.contains(&format!("{k}=\"{v}\"")));
+            wanted.then(|| value.parse::<f64>().unwrap())
+        })
+        .collect()
+}
+
 /// Reads WebSocket messages until one satisfies `pred` (15 s at most).
 async fn ws_until<S>(ws: &mut S, what: &str, pred: impl Fn(&Value) -> bool) -> Value
 where
@@ -214,10 +228,27 @@ async fn api_websocket_learner_actions_and_debrief() {
     assert_eq!(detail["hint_count"], 3);
     assert!(detail.get("fix").is_none(), "the fix is not shown before the debrief");
 
+    // The orchestrator's own metrics, before any run: at zero, with the service label and no
+    // HTTP server metrics.
+    let metrics = get_text(&format!("{base}/metrics")).await;
+    assert_eq!(
+        samples(
+            &metrics,
+            "orchestrator_runs_started_total",
+            &[("service", "orchestrator"), ("scenario", "drill"), ("mode", "learner")]
+        ),
+        [0.0],
+        "{metrics}"
+    );
+    assert_eq!(samples(&metrics, "orchestrator_active_runs", &[]), [0.0]);
+    assert!(!metrics.contains("http_server_requests_total"), "{metrics}");
+
     // A run.
     let (status, run) = send_json(Method::POST, &format!("{base}/api/runs"), json!({"scenario": "drill"})).await;
     assert_eq!(status, 201, "{run}");
     let id = run["id"].as_str().unwrap().to_owned();
+    let metrics = get_text(&format!("{base}/metrics")).await;
+    assert_eq!(samples(&metrics, "orchestrator_active_runs", &[]), [1.0], "{metrics}");
     let (status, _) = send_json(Method::POST, &format!("{base}/api/runs"), json!({"scenario": "drill"})).await;
     assert_eq!(status, 409, "a second run while one is active");
 
@@ -269,10 +300,26 @@ async fn api_websocket_learner_actions_and_debrief() {
     assert_eq!(config["values"]["injected_latency_ms"], 0);
     let (status, _) = send_json(Method::POST, &actions, json!({"kind": "teleport"})).await;
     assert_eq!(status, 400);
+    // The panel's route records them too, and counts them.
+    let panel_action = format!("{base}/api/lab/action");
+    let (status, body) = send_json(
+        Method::POST,
+        &panel_action,
+        json!({"kind": "config", "service": "orders", "values": {"db_pool_size": 0}}),
+    )
+    .await;
+    assert_eq!((status, body["field"].as_str()), (400, Some("db_pool_size")), "{body}");
+    let (status, body) = send_json(
+        Method::POST,
+        &panel_action,
+        json!({"kind": "config", "service": "orders", "values": {"injected_latency_ms": 0}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
     let recorded = kinds(&run_state(&base, &id).await, "learner_action");
-    assert_eq!(recorded.len(), 2, "{recorded:?}");
-    assert_eq!(recorded[0]["data"]["ok"], false);
-    assert_eq!(recorded[1]["data"]["ok"], true);
+    assert_eq!(recorded.len(), 4, "{recorded:?}");
+    let oks: Vec<&Value> = recorded.iter().map(|e| &e["data"]["ok"]).collect();
+    assert_eq!(oks, [false, true, false, true]);
 
     // Complete: the criterion holds, so the run is resolved; then the debrief.
     let (status, _) = send_json(Method::POST, &format!("{base}/api/runs/{id}/complete"), Value::Null).await;
@@ -297,6 +344,58 @@ async fn api_websocket_learner_actions_and_debrief() {
     let (_, runs) = send_json(Method::GET, &format!("{base}/api/runs"), Value::Null).await;
     assert_eq!(runs["runs"][0]["id"], id.as_str());
     assert_eq!(runs["active"], Value::Null);
+
+    // The counters after the run: one started, one resolved, none active, every criterion
+    // evaluation counted with its query timed, the panel's two actions.
+    let metrics = eventually("the active run gauge back to 0", Duration::from_secs(10), || async {
+        let text = get_text(&format!("{base}/metrics")).await;
+        (samples(&text, "orchestrator_active_runs", &[]) == [0.0]).then_some(text)
+    })
+    .await;
+    let started = |mode| {
+        samples(
+            &metrics,
+            "orchestrator_runs_started_total",
+            &[("scenario", "drill"), ("mode", mode)],
+        )
+    };
+    assert_eq!(
+        (started("learner"), started("verify")),
+        (vec![1.0], vec![0.0]),
+        "{metrics}"
+    );
+    for (status, count) in [("resolved", 1.0), ("failed", 0.0), ("aborted", 0.0), ("timed_out", 0.0)] {
+        assert_eq!(
+            samples(&metrics, "orchestrator_runs_ended_total", &[("status", status)]),
+            [count],
+            "{status}: {metrics}"
+        );
+    }
+    let evaluations = metric(
+        &metrics,
+        "orchestrator_criterion_evaluations_total",
+        &[("scenario", "drill")],
+    );
+    let passing = metric(
+        &metrics,
+        "orchestrator_criterion_evaluations_total",
+        &[("scenario", "drill"), ("result", "passing")],
+    );
+    assert!(passing > 0.0 && evaluations >= passing, "{metrics}");
+    assert_eq!(
+        metric(&metrics, "orchestrator_criterion_query_duration_seconds_count", &[]),
+        evaluations,
+        "one timed query per evaluation: {metrics}"
+    );
+    assert_eq!(
+        samples(&metrics, "orchestrator_learner_actions_total", &[("ok", "true")]),
+        [1.0],
+        "{metrics}"
+    );
+    assert_eq!(
+        samples(&metrics, "orchestrator_learner_actions_total", &[("ok", "false")]),
+        [1.0]
+    );
     drop(lab);
 }
 

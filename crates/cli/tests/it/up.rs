@@ -115,9 +115,7 @@ async fn up_runs_the_lab_and_leaves_nothing_after_sigterm() {
     for c in components {
         assert_eq!(c["healthy"], true, "{c}");
         assert!(c["pid"].as_i64().is_some_and(alive), "{c}");
-        if c["name"] != "orchestrator" {
-            assert!(c["endpoints"]["metrics"].as_str().unwrap().ends_with("/metrics"), "{c}");
-        }
+        assert!(c["endpoints"]["metrics"].as_str().unwrap().ends_with("/metrics"), "{c}");
     }
     assert_eq!(
         components[6]["endpoints"]["control"],
@@ -146,7 +144,8 @@ async fn up_runs_the_lab_and_leaves_nothing_after_sigterm() {
     })
     .await;
 
-    // The embedded backend scrapes every component, receives the traces and gets the logs.
+    // The embedded backend scrapes every component (the five of the lab, the orchestrator and
+    // itself), receives the traces and gets the logs.
     let telemetry = &components[3];
     let prometheus = telemetry["endpoints"]["prometheus"].as_str().unwrap().to_owned();
     assert!(telemetry["endpoints"]["otlp"].as_str().is_some(), "{telemetry}");
@@ -154,7 +153,7 @@ async fn up_runs_the_lab_and_leaves_nothing_after_sigterm() {
         let url = format!("{prometheus}/api/v1/query?query=sum(up)");
         async move {
             let (_, v) = send_json(Method::GET, &url, json!(null)).await;
-            (v["data"]["result"][0]["value"][1] == "6").then_some(())
+            (v["data"]["result"][0]["value"][1] == "7").then_some(())
         }
     })
     .await;
