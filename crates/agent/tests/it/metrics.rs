@@ -6,12 +6,13 @@ use crate::support::{eventually, sh, sleeper, spawn_agent};
 async fn a_running_child_has_memory() {
     let agent = spawn_agent(vec![sleeper("idle")]).await;
     agent.running_pid("idle").await;
-    let bytes = eventually("memory in /processes", || async {
+    // More than one page: read just after the fork, while the child is still exec'ing, the
+    // resident set can be a single 4 KiB page (seen in CI), which is not yet the program.
+    eventually("memory of the running program in /processes", || async {
         let bytes = agent.process("idle").await["memory_bytes"].as_u64()?;
-        (bytes > 0).then_some(bytes)
+        (bytes > 64 * 1024).then_some(bytes)
     })
     .await;
-    assert!(bytes > 4096, "{bytes}");
     eventually("memory in /metrics", || async {
         let bytes = agent
             .metric("agent_process_resident_memory_bytes", r#"process="idle""#)
