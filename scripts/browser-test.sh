@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The control panel in a real browser: starts `observastack up` on free ports with a temporary
 # data directory and runs web/tests/panel.test.mjs (playwright-core driving Debian's chromium):
-# launch cpu-regression, see the symptom, get a hint, apply the fix through the Test tab, see the
-# criteria turn green, complete, read the debrief; screenshots go to docs/screenshots/.
+# launch cpu-regression, see the symptom, get a hint, see an alert posted to the Alertmanager
+# webhook in the feed, apply the fix through the Test tab, see the criteria turn green, complete,
+# read the debrief; screenshots go to docs/screenshots/.
 #
 # Usage: scripts/browser-test.sh [--no-screenshots] [--keep]
 #   OBSERVASTACK_BIN  the binary (default: built with cargo into $CARGO_TARGET_DIR or target/)

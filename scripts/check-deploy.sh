@@ -2,13 +2,15 @@
 # The full stack's files, checked without Docker (what CI can run):
 #   - Prometheus: `promtool check config`, `promtool check rules`, `promtool test rules`, and
 #     every alert covered by a test where it fires and one where it does not;
-#   - Alertmanager: `amtool check-config` when amtool is installed (Debian's
-#     prometheus-alertmanager), else a YAML parse;
+#   - Alertmanager: `amtool check-config` of every deploy/alertmanager/*.yml when amtool is
+#     installed (Debian's prometheus-alertmanager), else a YAML parse; each webhook's host is a
+#     service of every profile that runs the configuration, and its credentials file is mounted;
 #   - compose.yaml: parses; profiles core, observability and full; a memory limit on every
 #     container, the total of each profile written in docs/deploy.md; every file it references
 #     (bind mounts, build context, Dockerfile, paths in commands and environment) exists; no
-#     dependency on a service of another profile; no host port or network alias taken twice in a
-#     profile; Prometheus's and Grafana's upstream hosts are services of the stack;
+#     dependency on a service of another profile (unless `required: false`, and then on a
+#     service of one of its profiles); no host port or network alias taken twice in a profile;
+#     Prometheus's and Grafana's upstream hosts are services of the stack;
 #   - Grafana: data sources, and every dashboard valid JSON with a unique uid, unique panel ids,
 #     known data sources and a Loki logs panel;
 #   - metric names: every name the dashboards, the rules and scenarios/*.yaml query is extracted
@@ -66,12 +68,18 @@ promtool check rules "${rules[@]}"
 promtool test rules "${tests[@]}"
 
 # --- Alertmanager --------------------------------------------------------------------------------
-say "Alertmanager configuration"
+say "Alertmanager configurations"
+shopt -s nullglob
+alertmanager_configs=(deploy/alertmanager/*.yml)
+shopt -u nullglob
+[ ${#alertmanager_configs[@]} -gt 0 ] || fail "no configurations in deploy/alertmanager/"
 if command -v amtool >/dev/null; then
-  amtool check-config deploy/alertmanager/alertmanager.yml
+  amtool check-config "${alertmanager_configs[@]}"
 else
-  python3 -c 'import sys, yaml; yaml.safe_load(open(sys.argv[1]))' deploy/alertmanager/alertmanager.yml
-  echo "deploy/alertmanager/alertmanager.yml parses (amtool not installed: apt-get install prometheus-alertmanager for the full check)"
+  for config in "${alertmanager_configs[@]}"; do
+    python3 -c 'import sys, yaml; yaml.safe_load(open(sys.argv[1]))' "$config"
+    echo "$config parses (amtool not installed: apt-get install prometheus-alertmanager for the full check)"
+  done
 fi
 
 # --- compose, Grafana, metric names --------------------------------------------------------------
@@ -222,13 +230,18 @@ for top in ("configs", "secrets"):
             checked += 1
 ok(f"{checked} file references of compose.yaml exist")
 
-# Dependencies: a service's dependencies are enabled whenever it is.
+# Dependencies: a service's dependencies are enabled whenever it is; an optional one
+# (`required: false`, e.g. Prometheus on each profile's Alertmanager) in at least one of its
+# profiles.
 for name, svc in services.items():
     deps = svc.get("depends_on") or []
     for dep in deps if isinstance(deps, list) else deps.keys():
+        optional = isinstance(deps, dict) and (deps[dep] or {}).get("required") is False
         if dep not in services:
             err(f"compose.yaml: {name} depends on unknown service {dep}")
-        elif not profiles_of(name) <= profiles_of(dep):
+        elif optional and not profiles_of(name) & profiles_of(dep):
+            err(f"compose.yaml: {name} depends (optionally) on {dep}, which is in none of its profiles")
+        elif not optional and not profiles_of(name) <= profiles_of(dep):
             missing = sorted(profiles_of(name) - profiles_of(dep))
             err(f"compose.yaml: {name} depends on {dep}, which is not in profile(s) {missing}")
 
@@ -299,6 +312,30 @@ for am in (prom.get("alerting") or {}).get("alertmanagers") or []:
         for target in sc.get("targets") or []:
             host_known(target.rsplit(":", 1)[0], "prometheus.yml alerting")
 ok("every Prometheus scrape target and Alertmanager is a service of the stack")
+
+# Alertmanager configurations: each webhook's host is a name in every profile of a service that
+# runs the configuration, and a credentials file it reads is mounted in that service.
+top_configs = compose.get("configs") or {}
+webhooks = 0
+for name, svc in services.items():
+    for src, dst in bind_mounts(svc):
+        if not (os.path.normpath(src).startswith("deploy/alertmanager/") and src.endswith(".yml")):
+            continue
+        mounted = {d for _, d in bind_mounts(svc)}
+        for c in svc.get("configs") or []:
+            if isinstance(c, dict) and c.get("source") in top_configs:
+                mounted.add(c.get("target") or f"/{c['source']}")
+        for receiver in load_yaml(src).get("receivers") or []:
+            for hook in receiver.get("webhook_configs") or []:
+                webhooks += 1
+                m = re.match(r"https?://([^:/]+)", hook.get("url", ""))
+                for p in sorted(profiles_of(name)):
+                    if m and m.group(1) not in ("localhost", "127.0.0.1") and m.group(1) not in names_in[p]:
+                        err(f"{src} (service {name}): webhook host {m.group(1)} is not a service or alias in compose profile {p}")
+                auth = ((hook.get("http_config") or {}).get("authorization") or {})
+                if auth.get("credentials_file") and auth["credentials_file"] not in mounted:
+                    err(f"{src} (service {name}): credentials_file {auth['credentials_file']} is not mounted (bind mount or config)")
+ok(f"{webhooks} Alertmanager webhook(s) reach a service of their profile, with their credentials mounted")
 
 datasource_uids = {}
 for path in sorted(glob.glob("deploy/grafana/provisioning/datasources/*.y*ml")):

@@ -181,6 +181,13 @@ function feedItem(e, run) {
     case 'criteria_broken': return li('bad', 'The success criteria are failing.');
     case 'criteria_met': return li('ok-text', '✓ Every success criterion held for its window.');
     case 'note': return li('note', d.text);
+    case 'alert': {
+      // From Alertmanager (POST /api/alerts): its name, severity and summary.
+      const firing = d.status === 'firing';
+      return li(`alert ${firing ? 'firing' : 'resolved'} ${d.severity || ''}`, firing ? '⚠ ' : '✓ ',
+        h('strong', {}, `Alert ${firing ? 'firing' : 'resolved'}: `), d.name,
+        d.severity ? ` (${d.severity})` : '', d.summary ? ` — ${d.summary}` : '');
+    }
     default: return null;
   }
 }

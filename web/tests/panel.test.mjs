@@ -1,8 +1,9 @@
 // The control panel end to end in a real browser, against a lab `scripts/browser-test.sh`
 // started: launch cpu-regression, see the symptom on the User tab, survive a reload and a lost
-// WebSocket, receive a hint, look at every Observability view, apply the reference fix through
-// the Test tab form (after a refused value shown at its field), see the criteria turn green,
-// complete, read the debrief. Prints the measurements (first renders, chart update rate).
+// WebSocket, receive a hint and an Alertmanager alert, look at every Observability view, apply
+// the reference fix through the Test tab form (after a refused value shown at its field), see
+// the criteria turn green, complete, read the debrief. Prints the measurements (first renders,
+// chart update rate).
 
 import { chromium } from 'playwright-core';
 import { mkdirSync } from 'node:fs';
@@ -117,6 +118,32 @@ try {
   // A hint arrives over the WebSocket.
   await page.waitForSelector('#feed li[data-kind="hint"]', { timeout: 180_000 });
   log(`hint: ${(await page.locator('#feed li[data-kind="hint"]').first().innerText()).slice(0, 80)}…`);
+
+  // An alert from Alertmanager's webhook shows in the feed with its name, severity and
+  // summary, firing then resolved; a repeated notification adds no line.
+  const startsAt = new Date().toISOString();
+  const notification = (status) => ({
+    version: '4', status, receiver: 'orchestrator', groupLabels: { alertname: 'LatencyBudgetBurnFast' },
+    alerts: [{
+      status, startsAt, fingerprint: 'browser-test-latency',
+      endsAt: status === 'resolved' ? new Date().toISOString() : '0001-01-01T00:00:00Z',
+      labels: { alertname: 'LatencyBudgetBurnFast', severity: 'critical', service: 'loadgen' },
+      annotations: { summary: 'Users\' latency budget is burning fast' },
+    }],
+  });
+  const postAlert = (body) => page.evaluate((b) => fetch('/api/alerts', {
+    method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(b),
+  }).then((r) => r.json()), body);
+  const alertShown = (status) => page.waitForFunction((s) => [...document.querySelectorAll('#feed li[data-kind="alert"]')]
+    .some((li) => li.classList.contains(s) && /LatencyBudgetBurnFast \(critical\) — Users' latency budget is burning fast/.test(li.textContent)),
+  status, { timeout: 15_000 });
+  assert.equal((await postAlert(notification('firing'))).recorded, 1, 'the firing alert is recorded');
+  await alertShown('firing');
+  assert.equal((await postAlert(notification('firing'))).duplicates, 1, 'a repeated notification is a duplicate');
+  assert.equal((await postAlert(notification('resolved'))).recorded, 1, 'the resolved alert is recorded');
+  await alertShown('resolved');
+  assert.equal(await page.locator('#feed li[data-kind="alert"]').count(), 2, 'one line each for firing and resolved');
+  log(`alert in the feed: ${await page.locator('#feed li[data-kind="alert"].firing').innerText()}`);
 
   // Observability: dashboards, PromQL, logs, traces (keyboard: arrow keys move between tabs).
   await page.click('#tab-obs');

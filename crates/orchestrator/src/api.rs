@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use observastack_common::http::error_response;
 use observastack_scenario::Action;
 
+use crate::alerts::Webhook;
 use crate::runner::{Orchestrator, Push, RunError};
 
 /// The OpenAPI document of this API.
@@ -33,6 +34,7 @@ pub fn router(o: Arc<Orchestrator>) -> Router {
         .route("/api/runs/{id}/actions", post(learner_action))
         .route("/api/runs/{id}/debrief", get(debrief))
         .route("/api/runs/{id}/ws", get(run_ws))
+        .route("/api/alerts", post(receive_alerts))
         .with_state(o)
 }
 
@@ -207,6 +209,26 @@ pub(crate) fn parse_action(body: &[u8]) -> Result<Action, Box<Response>> {
             ),
         ))
     })
+}
+
+/// Alertmanager's webhook: the alerts go to the active run's feed, each once; without an active
+/// run they are dropped (200, counted in the answer, so Alertmanager does not retry).
+async fn receive_alerts(State(o): State<Arc<Orchestrator>>, body: axum::body::Bytes) -> Response {
+    let hook = match Webhook::parse(&body) {
+        Ok(h) => h,
+        Err((field, message)) => {
+            let code = if field.is_some() {
+                "invalid_request"
+            } else {
+                "invalid_json"
+            };
+            return error_response(StatusCode::BAD_REQUEST, code, field, &message);
+        }
+    };
+    match o.receive_alerts(&hook).await {
+        Ok(received) => Json(json!(received)).into_response(),
+        Err(e) => fail(e),
+    }
 }
 
 async fn debrief(State(o): State<Arc<Orchestrator>>, Path(id): Path<String>) -> Response {

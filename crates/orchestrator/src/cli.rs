@@ -460,6 +460,13 @@ fn event_line(e: &Value) -> Option<String> {
             if d["held"].as_bool()? { "held" } else { "did not hold" }
         ),
         "note" => d["text"].as_str()?.to_owned(),
+        "alert" => format!(
+            "alert {}: {}{}{}",
+            d["status"].as_str()?,
+            d["name"].as_str()?,
+            d["severity"].as_str().map(|s| format!(" ({s})")).unwrap_or_default(),
+            d["summary"].as_str().map(|s| format!(" — {s}")).unwrap_or_default()
+        ),
         _ => return None,
     })
 }

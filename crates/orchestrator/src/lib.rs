@@ -10,9 +10,12 @@
 //! - [`runner`]: one run at a time: baseline, steady state, timeline, hints, criteria, end,
 //!   debrief; resumes or closes runs found unfinished at start-up.
 //! - [`api`]: REST + WebSocket on the control path; `openapi.json` documents it.
+//! - [`alerts`]: Alertmanager's webhook (`POST /api/alerts`): alerts in the run's feed, each
+//!   recorded once.
 //! - [`web`]: the embedded web control panel and the lab routes it needs.
 //! - [`cli`]: `observastack orchestrator` and `observastack scenario …`.
 
+pub mod alerts;
 pub mod api;
 pub mod catalogue;
 pub mod cli;

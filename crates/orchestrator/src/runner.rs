@@ -107,6 +107,8 @@ pub struct Orchestrator {
     pub metrics: Metrics,
     settings: Settings,
     active: Mutex<Option<Active>>,
+    /// Held while a webhook's alerts are checked and recorded (`alerts`).
+    pub(crate) alerts_lock: tokio::sync::Mutex<()>,
     bus: broadcast::Sender<Push>,
     shutdown: CancellationToken,
 }
@@ -161,6 +163,7 @@ impl Orchestrator {
             metrics,
             settings,
             active: Mutex::new(None),
+            alerts_lock: tokio::sync::Mutex::new(()),
             bus,
             shutdown,
         })

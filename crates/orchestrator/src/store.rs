@@ -116,7 +116,8 @@ pub struct Event {
     pub run_id: String,
     /// When (ms since the epoch).
     pub time_ms: i64,
-    /// `status`, `action`, `hint`, `notify`, `phase`, `criterion`, `learner_action`, `fix`, `note`.
+    /// `status`, `action`, `hint`, `notify`, `phase`, `criterion`, `learner_action`, `fix`, `note`,
+    /// `alert`.
     pub kind: String,
     /// The schedule entry it came from (`step:N`, `hint:N`), so a resumed run skips it.
     pub key: Option<String>,
@@ -275,6 +276,16 @@ impl Store {
             key: key.map(str::to_owned),
             data: data.clone(),
         })
+    }
+
+    /// Whether the run has an event recorded under `key`.
+    pub async fn has_event_key(&self, run_id: &str, key: &str) -> anyhow::Result<bool> {
+        let found: Option<i64> = sqlx::query_scalar("SELECT id FROM events WHERE run_id = $1 AND key = $2 LIMIT 1")
+            .bind(run_id)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(found.is_some())
     }
 
     /// Changes a run's status and records the change as an event, in one transaction.

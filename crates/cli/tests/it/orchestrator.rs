@@ -1,7 +1,8 @@
 //! The orchestrator against a real lab (`observastack up`): the REST API and its errors, the
 //! WebSocket (a late subscriber first receives the current state), learner actions proxied to
-//! `/config` and recorded, completion and the debrief; and a SIGKILL mid-run that loses no
-//! recorded event and resumes the run.
+//! `/config` and recorded, Alertmanager's alerts in the feed, completion and the debrief, and
+//! the orchestrator's own metrics after the run; a SIGKILL mid-run that loses no recorded event
+//! and resumes the run; the alert webhook behind the token.
 
 use std::process::Child;
 use std::time::Duration;
@@ -146,6 +147,25 @@ fn samples(text: &str, name: &str, labels: &[(&str, &str)]) -> Vec<f64> {
         .collect()
 }
 
+/// Alertmanager's webhook payload (version 4) with one alert of `status`.
+fn alert_notification(status: &str) -> Value {
+    json!({
+        "version": "4",
+        "status": status,
+        "receiver": "orchestrator",
+        "groupLabels": {"alertname": "TargetDown"},
+        "alerts": [{
+            "status": status,
+            "labels": {"alertname": "TargetDown", "severity": "critical", "job": "worker"},
+            "annotations": {"summary": "worker is not scraped", "description": "up == 0 for 1 min"},
+            "startsAt": "2026-12-06T10:00:00Z",
+            "endsAt": if status == "resolved" { "2026-12-06T10:02:00Z" } else { "0001-01-01T00:00:00Z" },
+            "generatorURL": "http://prometheus:9090/graph",
+            "fingerprint": "6d2f3e5a1b7c9d04",
+        }],
+    })
+}
+
 /// Reads WebSocket messages until one satisfies `pred` (15 s at most).
 async fn ws_until<S>(ws: &mut S, what: &str, pred: impl Fn(&Value) -> bool) -> Value
 where
@@ -243,6 +263,15 @@ async fn api_websocket_learner_actions_and_debrief() {
     assert_eq!(samples(&metrics, "orchestrator_active_runs", &[]), [0.0]);
     assert!(!metrics.contains("http_server_requests_total"), "{metrics}");
 
+    // Alertmanager's notifications without a run are dropped, and counted in the answer.
+    let alerts = format!("{base}/api/alerts");
+    let (status, answer) = send_json(Method::POST, &alerts, alert_notification("firing")).await;
+    assert_eq!(
+        (status, &answer["dropped"], &answer["run_id"]),
+        (200, &json!(1), &Value::Null),
+        "{answer}"
+    );
+
     // A run.
     let (status, run) = send_json(Method::POST, &format!("{base}/api/runs"), json!({"scenario": "drill"})).await;
     assert_eq!(status, 201, "{run}");
@@ -320,6 +349,38 @@ async fn api_websocket_learner_actions_and_debrief() {
     assert_eq!(recorded.len(), 4, "{recorded:?}");
     let oks: Vec<&Value> = recorded.iter().map(|e| &e["data"]["ok"]).collect();
     assert_eq!(oks, [false, true, false, true]);
+
+    // Alertmanager's webhook: firing, the same notification repeated, then resolved: two
+    // events, pushed over the WebSocket like any other; a body that is not a payload is a 400.
+    for (status, recorded, duplicates) in [("firing", 1, 0), ("firing", 0, 1), ("resolved", 1, 0)] {
+        let (code, answer) = send_json(Method::POST, &alerts, alert_notification(status)).await;
+        assert_eq!(code, 200, "{answer}");
+        assert_eq!(
+            (&answer["run_id"], &answer["recorded"], &answer["duplicates"]),
+            (&json!(id), &json!(recorded), &json!(duplicates)),
+            "{status}: {answer}"
+        );
+    }
+    let pushed = ws_until(&mut ws, "the resolved alert", |v| {
+        v["type"] == "event" && v["event"]["kind"] == "alert" && v["event"]["data"]["status"] == "resolved"
+    })
+    .await;
+    assert_eq!(pushed["event"]["data"]["summary"], "worker is not scraped");
+    let recorded_alerts = kinds(&run_state(&base, &id).await, "alert");
+    let shown: Vec<(&Value, &Value, &Value)> = recorded_alerts
+        .iter()
+        .map(|e| (&e["data"]["status"], &e["data"]["name"], &e["data"]["severity"]))
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            (&json!("firing"), &json!("TargetDown"), &json!("critical")),
+            (&json!("resolved"), &json!("TargetDown"), &json!("critical"))
+        ]
+    );
+    let (status, body) = send_json(Method::POST, &alerts, json!({"alerts": "none"})).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_json")), "{body}");
+    assert_eq!(kinds(&run_state(&base, &id).await, "alert").len(), 2);
 
     // Complete: the criterion holds, so the run is resolved; then the debrief.
     let (status, _) = send_json(Method::POST, &format!("{base}/api/runs/{id}/complete"), Value::Null).await;
@@ -467,6 +528,36 @@ async fn sigkill_mid_run_loses_no_event_and_the_run_resumes() {
     .await;
     assert_eq!(ended["run"]["reason"], "test over");
     drop(lab);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_alert_webhook_needs_the_token_when_one_is_set() {
+    let data = TempDir::new("alerts-token");
+    let orchestrator = Proc::start(
+        &["orchestrator", "--listen", "127.0.0.1:0", "--data-dir", data.path()],
+        &[("OBSERVASTACK_ADMIN_TOKEN", "secret")],
+    );
+    let alerts = format!("{}/api/alerts", orchestrator.url("listen"));
+    let (status, body) = send_json(Method::POST, &alerts, alert_notification("firing")).await;
+    assert_eq!((status, body["error"].as_str()), (401, Some("unauthorized")), "{body}");
+    // As Alertmanager sends it: `authorization: {type: Bearer, credentials_file: …}`.
+    let answer = client()
+        .post(&alerts)
+        .bearer_auth("secret")
+        .json(&alert_notification("firing"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let answer: Value = answer.json().await.unwrap();
+    assert_eq!(answer["dropped"], 1, "{answer}");
+    // /metrics stays open, as on every process.
+    let metrics = client()
+        .get(format!("{}/metrics", orchestrator.url("listen")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metrics.status(), 200);
 }
 
 #[tokio::test(flavor = "multi_thread")]
