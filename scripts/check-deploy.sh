@@ -2,8 +2,8 @@
 # The full stack's files, checked without Docker (what CI can run):
 #   - Prometheus: `promtool check config`, `promtool check rules`, `promtool test rules`, and
 #     every alert covered by a test where it fires and one where it does not;
-#   - Alertmanager: `amtool check-config` of every deploy/alertmanager/*.yml when amtool is
-#     installed (Debian's prometheus-alertmanager), else a YAML parse; each webhook's host is a
+#   - Alertmanager: `amtool check-config` of every deploy/alertmanager/*.yml (Debian's
+#     prometheus-alertmanager); each webhook's host is a
 #     service of every profile that runs the configuration, and its credentials file is mounted;
 #   - compose.yaml: parses; profiles core, observability and full; a memory limit on every
 #     container, the total of each profile written in docs/deploy.md; every file it references
@@ -22,7 +22,8 @@
 #     so this is a report, not a failure).
 #
 # Usage: scripts/check-deploy.sh          (from anywhere; idempotent; non-zero exit on any failure)
-# Needs promtool (Debian's `prometheus` package) and python3 with PyYAML (`python3-yaml`): run as
+# Needs promtool (Debian's `prometheus` package), amtool (`prometheus-alertmanager`) and python3
+# with PyYAML (`python3-yaml`): run as
 # root, it installs what is missing with apt-get; otherwise it prints the command and exits 1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,6 +51,8 @@ need_packages() {
 # --- tools ---------------------------------------------------------------------------------------
 command -v promtool >/dev/null || need_packages "promtool (Prometheus config and rule checks)" prometheus
 command -v promtool >/dev/null || fail "promtool is still missing after installing prometheus"
+command -v amtool >/dev/null || need_packages "amtool (Alertmanager config checks)" prometheus-alertmanager
+command -v amtool >/dev/null || fail "amtool is still missing after installing prometheus-alertmanager"
 command -v python3 >/dev/null || need_packages "the compose and dashboard checks" python3 python3-yaml
 python3 -c 'import yaml' 2>/dev/null || need_packages "the compose and dashboard checks (PyYAML)" python3-yaml
 python3 -c 'import yaml' 2>/dev/null || fail "python3 cannot import yaml after installing python3-yaml"
@@ -73,14 +76,7 @@ shopt -s nullglob
 alertmanager_configs=(deploy/alertmanager/*.yml)
 shopt -u nullglob
 [ ${#alertmanager_configs[@]} -gt 0 ] || fail "no configurations in deploy/alertmanager/"
-if command -v amtool >/dev/null; then
-  amtool check-config "${alertmanager_configs[@]}"
-else
-  for config in "${alertmanager_configs[@]}"; do
-    python3 -c 'import sys, yaml; yaml.safe_load(open(sys.argv[1]))' "$config"
-    echo "$config parses (amtool not installed: apt-get install prometheus-alertmanager for the full check)"
-  done
-fi
+amtool check-config "${alertmanager_configs[@]}"
 
 # --- compose, Grafana, metric names --------------------------------------------------------------
 say "compose.yaml, Grafana provisioning and dashboards, metric names"
