@@ -44,6 +44,7 @@ fn fail(e: RunError) -> Response {
         RunError::Conflict(m) => error_response(StatusCode::CONFLICT, "conflict", None, &m),
         RunError::Unavailable(m) => error_response(StatusCode::UNPROCESSABLE_ENTITY, "unavailable", None, &m),
         RunError::Invalid(m) => error_response(StatusCode::BAD_REQUEST, "invalid_request", None, &m),
+        RunError::InvalidField(field, m) => error_response(StatusCode::BAD_REQUEST, "invalid_request", Some(field), &m),
         RunError::Internal(e) => {
             tracing::error!(error = %format!("{e:#}"), "Request failed.");
             error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal", None, &format!("{e:#}"))
@@ -100,6 +101,8 @@ struct StartRun {
     mode: Option<String>,
     #[serde(default)]
     time_scale: Option<f64>,
+    #[serde(default)]
+    hold_s: Option<f64>,
 }
 
 async fn start_run(State(o): State<Arc<Orchestrator>>, body: axum::body::Bytes) -> Response {
@@ -110,12 +113,19 @@ async fn start_run(State(o): State<Arc<Orchestrator>>, body: axum::body::Bytes) 
                 StatusCode::BAD_REQUEST,
                 "invalid_json",
                 None,
-                &format!("expected {{\"scenario\": ID, \"mode\"?: \"learner\"|\"verify\", \"time_scale\"?: N}}: {e}"),
+                &format!(
+                    "expected {{\"scenario\": ID, \"mode\"?: \"learner\"|\"verify\", \"time_scale\"?: N, \"hold_s\"?: N}}: {e}"
+                ),
             );
         }
     };
     match o
-        .start(&req.scenario, req.mode.as_deref().unwrap_or("learner"), req.time_scale)
+        .start(
+            &req.scenario,
+            req.mode.as_deref().unwrap_or("learner"),
+            req.time_scale,
+            req.hold_s,
+        )
         .await
     {
         Ok(run) => (StatusCode::CREATED, Json(json!(run))).into_response(),

@@ -9,6 +9,8 @@
 //!   server metrics, which would count the panel's polling as the shop's traffic).
 //! - [`runner`]: one run at a time: baseline, steady state, timeline, hints, criteria, end,
 //!   debrief; resumes or closes runs found unfinished at start-up.
+//! - [`hold`]: the fault hold of `verify --hold`: what each criterion read under the fault
+//!   before the reference fix, and its margin past the threshold (`fault_held`).
 //! - [`api`]: REST + WebSocket on the control path; `openapi.json` documents it.
 //! - [`alerts`]: Alertmanager's webhook (`POST /api/alerts`): alerts in the run's feed, each
 //!   recorded once.
@@ -19,6 +21,7 @@ pub mod alerts;
 pub mod api;
 pub mod catalogue;
 pub mod cli;
+pub mod hold;
 pub mod lab;
 pub mod metrics;
 pub mod runner;

@@ -22,9 +22,13 @@ use observastack_scenario::timeline::{self, Item};
 use observastack_scenario::{Action, Criterion, Scenario};
 
 use crate::catalogue::{Catalogue, Entry};
+use crate::hold::{self, Hold};
 use crate::lab::Lab;
 use crate::metrics::{MODES, Metrics, Verdict};
 use crate::store::{Event, Run, Status, Store};
+
+/// The longest fault hold a `verify` run accepts, seconds.
+pub const MAX_HOLD_S: f64 = 600.0;
 
 /// How the runner behaves.
 #[derive(Debug, Clone)]
@@ -124,6 +128,8 @@ pub enum RunError {
     Unavailable(String),
     /// The request itself is wrong.
     Invalid(String),
+    /// One field of the request is wrong: its name and what was expected.
+    InvalidField(&'static str, String),
     /// Something broke.
     Internal(anyhow::Error),
 }
@@ -131,7 +137,11 @@ pub enum RunError {
 impl std::fmt::Display for RunError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::NotFound(m) | Self::Conflict(m) | Self::Unavailable(m) | Self::Invalid(m) => f.write_str(m),
+            Self::NotFound(m)
+            | Self::Conflict(m)
+            | Self::Unavailable(m)
+            | Self::Invalid(m)
+            | Self::InvalidField(_, m) => f.write_str(m),
             Self::Internal(e) => write!(f, "{e:#}"),
         }
     }
@@ -235,12 +245,14 @@ impl Orchestrator {
     }
 
     /// Starts a run of `scenario_id`. `mode` is `learner`, or `verify` (the reference fix is
-    /// applied once the criteria have failed after the fault).
+    /// applied once the criteria have failed after the fault, or `hold_s` wall-clock seconds
+    /// later: the fault hold, whose readings the `fault_held` event reports).
     pub async fn start(
         self: &Arc<Self>,
         scenario_id: &str,
         mode: &str,
         time_scale: Option<f64>,
+        hold_s: Option<f64>,
     ) -> Result<Run, RunError> {
         let entry = self
             .catalogue
@@ -265,12 +277,27 @@ impl Orchestrator {
                 entry.scenario.verify.time_scale
             )));
         }
+        let hold_s = hold_s.unwrap_or(0.0);
+        if !(0.0..=MAX_HOLD_S).contains(&hold_s) {
+            return Err(RunError::InvalidField(
+                "hold_s",
+                format!("expected hold_s from 0 to {MAX_HOLD_S} seconds, found {hold_s}"),
+            ));
+        }
+        if hold_s > 0.0 && mode != "verify" {
+            return Err(RunError::InvalidField(
+                "hold_s",
+                format!(
+                    "expected hold_s only with mode \"verify\" (it delays the reference fix), found hold_s {hold_s} with mode {mode:?}"
+                ),
+            ));
+        }
         if let Some(id) = self.active_run() {
             return Err(RunError::Conflict(format!(
                 "run {id} is active; complete or abort it first"
             )));
         }
-        let run = self.store.create_run(scenario_id, mode, scale).await?;
+        let run = self.store.create_run(scenario_id, mode, scale, hold_s).await?;
         self.spawn(run.clone(), entry, false)?;
         self.metrics.run_started(scenario_id, mode);
         Ok(run)
@@ -460,6 +487,9 @@ impl Pacer {
         self.done.contains(key)
     }
 }
+
+/// The key of the `fault_held` event, so a resumed run does not hold the fault again.
+const FAULT_HELD_KEY: &str = "fault:held";
 
 /// The task that drives one run.
 struct Driver {
@@ -682,31 +712,51 @@ impl Driver {
         let s = self.scenario.clone();
         let scale = self.scale();
         let schedule = timeline::schedule(&s, scale);
-        let done: HashSet<String> = if resumed {
-            self.o
-                .store
-                .events(&id)
-                .await?
-                .into_iter()
-                .filter_map(|e| e.key)
-                .collect()
+        let past = if resumed {
+            self.o.store.events(&id).await?
         } else {
-            HashSet::new()
+            Vec::new()
         };
+        let done: HashSet<String> = past.iter().filter_map(|e| e.key.clone()).collect();
         let mut pacer = Pacer::new(schedule, done);
         let started_ms = self.run.started_at_ms.unwrap_or_else(now_millis);
         // The incident's clock, continued across a restart.
         let offset = Duration::from_millis((now_millis() - started_ms).max(0) as u64);
         let t0 = Instant::now() - offset;
-        let limit = s.time_limit.value.std().div_f64(scale);
-        let fault_at = timeline::fault_at(&s, scale).unwrap_or_default();
         let verify = self.run.mode == "verify";
+        // The fault hold is a measurement window in wall-clock time, not compressed; the time
+        // limit makes room for it.
+        let hold_for = if verify {
+            Duration::from_secs_f64(self.run.hold_s.clamp(0.0, MAX_HOLD_S))
+        } else {
+            Duration::ZERO
+        };
+        let limit = s.time_limit.value.std().div_f64(scale) + hold_for;
+        let fault_at = timeline::fault_at(&s, scale).unwrap_or_default();
         let mut fix = timeline::fix(&s, scale);
         let mut fix_started: Option<Instant> = None;
         let mut broken = pacer.is_done("criteria:broken");
         let mut all_met_before = false;
         let mut next_eval = Instant::now();
         let criteria = s.success_criteria.clone();
+        let windows_s: Vec<f64> = criteria.iter().map(|c| c.hold.value.as_secs_f64() / scale).collect();
+        // The fault hold runs from the break to `hold_for` later (a resumed run continues it from
+        // the recorded break, its tally started again), then `fault_held` and the fix.
+        let mut held = hold_for.is_zero() || pacer.is_done(FAULT_HELD_KEY);
+        let mut fragile: Option<String> = past
+            .iter()
+            .find(|e| e.kind == "fault_held")
+            .and_then(|e| e.data["reason"].as_str().map(str::to_owned));
+        let mut holding: Option<(Instant, Hold)> = None;
+        if broken && !held {
+            let broke = past.iter().find(|e| e.kind == "criteria_broken");
+            let failing: Vec<bool> = (0..criteria.len())
+                .map(|i| broke.and_then(|e| e.data["criteria"][i]["passing"].as_bool()) == Some(false))
+                .collect();
+            let since = broke.map_or(0, |e| (now_millis() - e.time_ms).max(0) as u64);
+            let until = Instant::now() + hold_for.saturating_sub(Duration::from_millis(since));
+            holding = Some((until, Hold::new(hold_for.as_secs_f64(), &failing)));
+        }
         self.windows.clear();
         let mut last: Vec<CriterionStatus> = Vec::new();
         loop {
@@ -787,9 +837,26 @@ impl Driver {
                             json!({"criteria": describe(&criteria, &last)}),
                         )
                         .await?;
+                    if !held {
+                        let failing: Vec<bool> = last.iter().map(|st| !st.passing).collect();
+                        holding = Some((now + hold_for, Hold::new(hold_for.as_secs_f64(), &failing)));
+                        self.o
+                            .record(
+                                &id,
+                                "note",
+                                None,
+                                json!({"text": format!("The fault is held for {} before the reference fix.", hold::seconds(hold_for.as_secs_f64()))}),
+                            )
+                            .await?;
+                    }
+                }
+                if let Some((_, h)) = holding.as_mut() {
+                    h.observe(&last);
                 }
                 let all_met = !last.is_empty() && last.iter().all(|st| st.met);
-                if broken && all_met && !all_met_before {
+                // Under the hold the fault is still on: criteria holding then are the hold's
+                // finding (`fault_held`), not a resolution.
+                if broken && all_met && !all_met_before && holding.is_none() {
                     self.o
                         .record(
                             &id,
@@ -798,15 +865,27 @@ impl Driver {
                             json!({"criteria": describe(&criteria, &last)}),
                         )
                         .await?;
-                    return Ok(Ended(
-                        Status::Resolved,
-                        "every success criterion held for its window".to_owned(),
-                    ));
+                    return Ok(match &fragile {
+                        Some(why) => Ended(Status::Failed, format!("{why}; the reference fix then resolved it")),
+                        None => Ended(
+                            Status::Resolved,
+                            "every success criterion held for its window".to_owned(),
+                        ),
+                    });
                 }
                 all_met_before = all_met;
             }
+            // The end of the fault hold: its report, then the fix, judged on readings after it.
+            if let Some((_, h)) = holding.take_if(|(until, _)| now >= *until) {
+                let report = h.report(&criteria, &windows_s);
+                fragile = report["reason"].as_str().map(str::to_owned);
+                self.o.record(&id, "fault_held", Some(FAULT_HELD_KEY), report).await?;
+                held = true;
+                self.windows.iter_mut().for_each(Window::reset);
+                all_met_before = false;
+            }
             // Verification: once the fault has shown, apply the reference fix.
-            if verify && broken {
+            if verify && broken && held {
                 let start = *fix_started.get_or_insert_with(Instant::now);
                 while let Some((at, _)) = fix.first() {
                     if start.elapsed() < *at {
@@ -837,10 +916,19 @@ impl Driver {
                     )
                 } else {
                     format!(
-                        "the time limit ({}) passed: {}",
+                        "the time limit ({}{}) passed: {}",
                         s.time_limit.value,
+                        if hold_for.is_zero() {
+                            String::new()
+                        } else {
+                            format!(" and the {} hold", hold::seconds(hold_for.as_secs_f64()))
+                        },
                         summary(&criteria, &last)
                     )
+                };
+                let why = match &fragile {
+                    Some(f) => format!("{f}; then {why}"),
+                    None => why,
                 };
                 return Ok(Ended(Status::TimedOut, why));
             }

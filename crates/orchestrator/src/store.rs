@@ -97,6 +97,9 @@ pub struct Run {
     pub mode: String,
     /// Time compression (1 = real time).
     pub time_scale: f64,
+    /// Seconds (wall clock) a `verify` run keeps the fault once the criteria break, before it
+    /// applies the reference fix; 0 applies it at once.
+    pub hold_s: f64,
     /// When it was created (ms since the epoch).
     pub created_at_ms: i64,
     /// When the incident started (after the baseline).
@@ -116,8 +119,8 @@ pub struct Event {
     pub run_id: String,
     /// When (ms since the epoch).
     pub time_ms: i64,
-    /// `status`, `action`, `hint`, `notify`, `phase`, `criterion`, `learner_action`, `fix`, `note`,
-    /// `alert`.
+    /// `status`, `action`, `hint`, `notify`, `phase`, `criterion`, `criteria_broken`,
+    /// `fault_held`, `criteria_met`, `learner_action`, `fix`, `note`, `alert`.
     pub kind: String,
     /// The schedule entry it came from (`step:N`, `hint:N`), so a resumed run skips it.
     pub key: Option<String>,
@@ -210,16 +213,17 @@ impl Store {
     }
 
     /// Creates a pending run.
-    pub async fn create_run(&self, scenario_id: &str, mode: &str, time_scale: f64) -> anyhow::Result<Run> {
+    pub async fn create_run(&self, scenario_id: &str, mode: &str, time_scale: f64, hold_s: f64) -> anyhow::Result<Run> {
         let now = now_millis();
         let id = format!("{now:x}-{:04x}", fastrand::u16(..));
         sqlx::query(
-            "INSERT INTO runs (id, scenario_id, status, mode, time_scale, created_at_ms) VALUES ($1, $2, 'pending', $3, $4, $5)",
+            "INSERT INTO runs (id, scenario_id, status, mode, time_scale, hold_s, created_at_ms) VALUES ($1, $2, 'pending', $3, $4, $5, $6)",
         )
         .bind(&id)
         .bind(scenario_id)
         .bind(mode)
         .bind(time_scale)
+        .bind(hold_s)
         .bind(now)
         .execute(&self.pool)
         .await?;
@@ -358,7 +362,7 @@ impl Store {
     }
 }
 
-const RUN_SELECT: &str = "SELECT id, scenario_id, status, reason, mode, time_scale, created_at_ms, started_at_ms, fault_at_ms, ended_at_ms FROM runs";
+const RUN_SELECT: &str = "SELECT id, scenario_id, status, reason, mode, time_scale, hold_s, created_at_ms, started_at_ms, fault_at_ms, ended_at_ms FROM runs";
 
 fn run_of(r: &sqlx::any::AnyRow) -> anyhow::Result<Run> {
     let status: String = r.try_get("status")?;
@@ -369,6 +373,7 @@ fn run_of(r: &sqlx::any::AnyRow) -> anyhow::Result<Run> {
         reason: r.try_get("reason")?,
         mode: r.try_get("mode")?,
         time_scale: r.try_get("time_scale")?,
+        hold_s: r.try_get("hold_s")?,
         created_at_ms: r.try_get("created_at_ms")?,
         started_at_ms: r.try_get("started_at_ms")?,
         fault_at_ms: r.try_get("fault_at_ms")?,

@@ -85,7 +85,7 @@ async fn alerts_reach_the_active_run_once_and_are_dropped_without_one() {
         json!({"run_id": null, "received": 1, "recorded": 0, "duplicates": 0, "dropped": 1})
     );
 
-    let run = o.start("drill", "learner", Some(5.0)).await.expect("start").id;
+    let run = o.start("drill", "learner", Some(5.0), None).await.expect("start").id;
     // Firing, the same notification again (Alertmanager repeats), then resolved.
     let (status, answer) = post(&url, firing.clone()).await;
     assert_eq!((status, &answer["recorded"]), (200, &json!(1)), "{answer}");

@@ -1,4 +1,5 @@
-//! Shared by the orchestrator's tests: a small scenario and an orchestrator over a fake lab.
+//! Shared by the orchestrator's tests: a small scenario, an orchestrator over a fake lab, and
+//! the helpers that read a run and wait for it.
 
 #![allow(dead_code)]
 
@@ -9,7 +10,8 @@ use std::time::Duration;
 use observastack_orchestrator::catalogue::Catalogue;
 use observastack_orchestrator::lab::{FakeLab, Lab};
 use observastack_orchestrator::runner::{Orchestrator, Settings};
-use observastack_orchestrator::store::Store;
+use observastack_orchestrator::store::{Status, Store};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// A scenario with times a test can follow: fault at 10 s, hints at 20 s, 40 s, 60 s. Runs
@@ -75,4 +77,34 @@ pub async fn orchestrator(eval: Duration) -> (Arc<Orchestrator>, Arc<FakeLab>, P
         CancellationToken::new(),
     );
     (o, fake, dir)
+}
+
+/// The kinds and data of a run's events, in order.
+pub async fn events(o: &Orchestrator, run: &str) -> Vec<(String, serde_json::Value)> {
+    o.store
+        .events(run)
+        .await
+        .expect("events")
+        .into_iter()
+        .map(|e| (e.kind, e.data))
+        .collect()
+}
+
+/// A run's status as stored.
+pub async fn status(o: &Orchestrator, run: &str) -> Status {
+    o.store.run(run).await.expect("run").expect("exists").status
+}
+
+/// Steps tokio time 100 ms at a time until `cond` holds; returns the time it took.
+pub async fn until<F, Fut>(limit: Duration, mut cond: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !cond().await {
+        assert!(start.elapsed() < limit, "condition not reached within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    start.elapsed()
 }

@@ -6,8 +6,8 @@ use serde_json::json;
 use sqlx::Connection as _;
 
 async fn exercise(store: &Store) {
-    let run = store.create_run("drill", "learner", 1.0).await.expect("create");
-    assert_eq!(run.status, Status::Pending);
+    let run = store.create_run("drill", "learner", 1.0, 0.0).await.expect("create");
+    assert_eq!((run.status, run.hold_s), (Status::Pending, 0.0));
     store
         .set_status(&run.id, Status::Baseline, None)
         .await
@@ -42,7 +42,13 @@ async fn exercise(store: &Store) {
     assert_eq!(events[1].data["text"], "look at the version");
     assert!(events.windows(2).all(|w| w[0].id < w[1].id));
 
-    let second = store.create_run("drill", "verify", 2.0).await.expect("second");
+    // A verify run's fault hold is kept with it, so a resumed run holds as long.
+    let second = store.create_run("drill", "verify", 2.0, 12.5).await.expect("second");
+    let read = store.run(&second.id).await.expect("run").expect("exists");
+    assert_eq!(
+        (read.mode.as_str(), read.time_scale, read.hold_s),
+        ("verify", 2.0, 12.5)
+    );
     let runs = store.runs(10).await.expect("runs");
     assert_eq!(runs.len(), 2);
     assert_eq!(runs[0].id, second.id, "newest first");

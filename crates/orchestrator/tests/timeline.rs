@@ -6,43 +6,16 @@ mod common;
 
 use std::time::Duration;
 
+use common::{events, status, until};
 use observastack_orchestrator::store::Status;
 use tokio::time::Instant;
-
-async fn events(o: &observastack_orchestrator::runner::Orchestrator, run: &str) -> Vec<(String, serde_json::Value)> {
-    o.store
-        .events(run)
-        .await
-        .expect("events")
-        .into_iter()
-        .map(|e| (e.kind, e.data))
-        .collect()
-}
-
-async fn status(o: &observastack_orchestrator::runner::Orchestrator, run: &str) -> Status {
-    o.store.run(run).await.expect("run").expect("exists").status
-}
-
-/// Steps tokio time 100 ms at a time until `cond` holds; returns the time it took.
-async fn until<F, Fut>(limit: Duration, mut cond: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while !cond().await {
-        assert!(start.elapsed() < limit, "condition not reached within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    start.elapsed()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timeline_hints_and_windows_follow_the_clock() {
     let (o, fake, _dir) = common::orchestrator(Duration::from_millis(200)).await;
     fake.set("steady_metric", 0.5);
     fake.set("latency_metric", 0.5);
-    let run = o.start("drill", "learner", Some(5.0)).await.expect("start").id;
+    let run = o.start("drill", "learner", Some(5.0), None).await.expect("start").id;
 
     // Baseline: configuration reset to the setup's values, load set, steady state held for 4 s.
     until(Duration::from_secs(20), || async {
@@ -149,7 +122,7 @@ async fn timeline_hints_and_windows_follow_the_clock() {
 async fn a_steady_state_that_never_holds_fails_the_run_with_its_values() {
     let (o, fake, _dir) = common::orchestrator(Duration::from_millis(200)).await;
     fake.set("steady_metric", 7.0);
-    let run = o.start("drill", "learner", Some(5.0)).await.expect("start").id;
+    let run = o.start("drill", "learner", Some(5.0), None).await.expect("start").id;
     until(Duration::from_secs(60), || async {
         status(&o, &run).await == Status::Failed
     })
@@ -167,7 +140,7 @@ async fn verify_mode_applies_the_reference_fix_after_the_fault_shows() {
     let (o, fake, _dir) = common::orchestrator(Duration::from_millis(200)).await;
     fake.set("steady_metric", 0.5);
     fake.set("latency_metric", 0.5);
-    let run = o.start("drill", "verify", Some(5.0)).await.expect("start").id;
+    let run = o.start("drill", "verify", Some(5.0), None).await.expect("start").id;
     until(Duration::from_secs(30), || async {
         fake.calls()
             .iter()
@@ -197,13 +170,13 @@ async fn complete_with_criteria_unmet_fails_and_abort_aborts() {
     let (o, fake, _dir) = common::orchestrator(Duration::from_millis(200)).await;
     fake.set("steady_metric", 0.5);
     fake.set("latency_metric", 0.5);
-    let run = o.start("drill", "learner", Some(5.0)).await.expect("start").id;
+    let run = o.start("drill", "learner", Some(5.0), None).await.expect("start").id;
     until(Duration::from_secs(20), || async {
         status(&o, &run).await == Status::Running
     })
     .await;
     // A second run is refused while one is active.
-    assert!(o.start("drill", "learner", Some(5.0)).await.is_err());
+    assert!(o.start("drill", "learner", Some(5.0), None).await.is_err());
     fake.set("latency_metric", 5.0);
     tokio::time::sleep(Duration::from_secs(3)).await;
     o.complete(&run).await.expect("complete");
@@ -224,7 +197,11 @@ async fn complete_with_criteria_unmet_fails_and_abort_aborts() {
         "{reason}"
     );
 
-    let run2 = o.start("drill", "learner", Some(5.0)).await.expect("start again").id;
+    let run2 = o
+        .start("drill", "learner", Some(5.0), None)
+        .await
+        .expect("start again")
+        .id;
     o.abort(&run2, "changed my mind").await.expect("abort");
     until(Duration::from_secs(5), || async {
         status(&o, &run2).await == Status::Aborted
