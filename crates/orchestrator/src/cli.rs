@@ -218,6 +218,12 @@ pub struct VerifyArgs {
     /// Scenarios verified at once, each in its own lab (and its own PostgreSQL database).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=8))]
     pub jobs: u16,
+    /// Keep the fault this long once the criteria break (wall-clock time, not compressed; up to
+    /// 10m), then apply the fix: prints each criterion's faulted values and margin past its
+    /// threshold, and fails a scenario whose criterion passes again for its window under the
+    /// fault. 0 applies the fix at once.
+    #[arg(long, default_value = "0s", value_parser = observastack_scenario::Duration::parse)]
+    pub hold: observastack_scenario::Duration,
 }
 
 /// Runs a `scenario` subcommand.
@@ -361,11 +367,16 @@ async fn follow_run(
     scenario: &str,
     mode: &str,
     time_scale: f64,
+    hold_s: f64,
     mut progress: impl FnMut(&Value),
 ) -> anyhow::Result<Value> {
+    let mut start = json!({"scenario": scenario, "mode": mode, "time_scale": time_scale});
+    if hold_s > 0.0 {
+        start["hold_s"] = json!(hold_s);
+    }
     let resp = http
         .post(format!("{base}/api/runs"))
-        .json(&json!({"scenario": scenario, "mode": mode, "time_scale": time_scale}))
+        .json(&start)
         .send()
         .await
         .with_context(|| format!("the orchestrator at {base} did not answer"))?;
@@ -453,6 +464,11 @@ fn event_line(e: &Value) -> Option<String> {
         "action" if d.get("action").is_some() => format!("action: {}", d["action"]),
         "criteria_broken" => "the success criteria are failing".to_owned(),
         "criteria_met" => "every success criterion held for its window".to_owned(),
+        "fault_held" => format!(
+            "the fault was held {}: {}",
+            crate::hold::seconds(d["hold_s"].as_f64()?),
+            d["reason"].as_str().unwrap_or("the criteria stayed failing")
+        ),
         "fix" => format!("reference fix applied: {}", d["action"]),
         "learner_action" => format!("your action: {}", d["action"]),
         "steady_state" => format!(
@@ -477,13 +493,16 @@ async fn run_headless(args: RunArgs) -> anyhow::Result<()> {
     let mut seen = 0i64;
     let mut last_line = Instant::now() - Duration::from_secs(60);
     let mode = if args.autofix { "verify" } else { "learner" };
-    let state = follow_run(&http, &base, &args.id, mode, 1.0, |state| {
+    let state = follow_run(&http, &base, &args.id, mode, 1.0, 0.0, |state| {
         for e in state["events"].as_array().into_iter().flatten() {
             let id = e["id"].as_i64().unwrap_or(0);
             if id > seen {
                 seen = id;
                 if let Some(line) = event_line(e) {
                     println!("{line}");
+                }
+                if e["kind"] == "fault_held" {
+                    hold_lines(&e["data"]).iter().for_each(|l| println!("  {l}"));
                 }
             }
         }
@@ -676,16 +695,93 @@ async fn start_lab(index: usize, args: &VerifyArgs, keep: bool) -> anyhow::Resul
     }
 }
 
-/// Verifies one scenario in a lab of its own: its id, the seconds it took, and the failure if
-/// it failed. With `prefix`, every line names the scenario (several run at once).
-async fn verify_one(
-    cat: &Catalogue,
-    args: &VerifyArgs,
-    i: usize,
-    count: usize,
-    id: &str,
-    prefix: bool,
-) -> (String, f64, Option<String>) {
+/// What verifying one scenario found.
+struct Verified {
+    id: String,
+    secs: f64,
+    /// Why it failed, when it did.
+    failure: Option<String>,
+    /// With a hold: the smallest margin of the criteria the fault broke (`fault_held`), over
+    /// the whole hold and over its second half.
+    margin: Option<f64>,
+    settled: Option<f64>,
+}
+
+/// One line per criterion of a `fault_held` event: its faulted values, threshold and margin.
+fn hold_lines(d: &Value) -> Vec<String> {
+    let num = |v: &Value| match v.as_f64() {
+        Some(0.0) => "0".to_owned(),
+        Some(v) if v.abs() < 10.0 => format!("{v:.3}"),
+        Some(v) if v.abs() < 1000.0 => format!("{v:.1}"),
+        Some(v) => format!("{v:.0}"),
+        None => "—".to_owned(),
+    };
+    let rows = d["criteria"].as_array().map(Vec::as_slice).unwrap_or_default();
+    rows.iter()
+        .map(|c| {
+            let threshold = match (c["threshold"].as_f64(), c["range"].as_array()) {
+                (Some(_), _) => format!(
+                    "{} {}",
+                    c["comparator"].as_str().unwrap_or_default(),
+                    num(&c["threshold"])
+                ),
+                (None, Some(r)) if r.len() == 2 => format!(
+                    "{} [{}, {}]",
+                    c["comparator"].as_str().unwrap_or_default(),
+                    num(&r[0]),
+                    num(&r[1])
+                ),
+                _ => c["comparator"].as_str().unwrap_or_default().to_owned(),
+            };
+            let values = format!("{}–{}", num(&c["min"]), num(&c["max"]));
+            let name = c["name"].as_str().unwrap_or_default();
+            if c["failed"] != true {
+                return format!("- {name}: never failed under the fault, {values} (threshold {threshold})");
+            }
+            let margin = c["margin"]
+                .as_f64()
+                .map_or_else(|| "no margin".to_owned(), |m| format!("margin {m:.1}×"));
+            let settled = c["settled_margin"]
+                .as_f64()
+                .map(|m| format!(", settled {m:.1}×"))
+                .unwrap_or_default();
+            let passed = c["passing_evaluations"].as_u64().unwrap_or(0);
+            let again = if passed > 0 {
+                format!(
+                    "; passed {passed} of {} evaluations{}",
+                    c["evaluations"].as_u64().unwrap_or(0),
+                    if c["met"] == true && c["failing_at_break"] == true {
+                        ", for its whole window"
+                    } else {
+                        ""
+                    }
+                )
+            } else {
+                String::new()
+            };
+            format!(
+                "- {name}: faulted {values}, settled {}–{} (threshold {threshold}, {margin}{settled}{again})",
+                num(&c["settled_min"]),
+                num(&c["settled_max"])
+            )
+        })
+        .collect()
+}
+
+/// The smallest `key` (`margin` or `settled_margin`) among the criteria a `fault_held` event
+/// says the fault broke.
+fn smallest_margin(d: &Value, key: &str) -> Option<f64> {
+    d["criteria"]
+        .as_array()?
+        .iter()
+        .filter(|c| c["failed"] == true)
+        .filter_map(|c| c[key].as_f64())
+        .min_by(f64::total_cmp)
+}
+
+/// Verifies one scenario in a lab of its own. With `prefix`, every line names the scenario
+/// (several run at once).
+async fn verify_one(cat: &Catalogue, args: &VerifyArgs, i: usize, count: usize, id: &str, prefix: bool) -> Verified {
     let say = |line: &str| {
         if prefix {
             println!("  {id:<24} {}", line.trim_start());
@@ -695,14 +791,21 @@ async fn verify_one(
         let _ = std::io::stdout().flush();
     };
     let Some(entry) = cat.get(id) else {
-        return (id.to_owned(), 0.0, Some(format!("{id}: no such scenario")));
+        return Verified {
+            id: id.to_owned(),
+            secs: 0.0,
+            failure: Some(format!("{id}: no such scenario")),
+            margin: None,
+            settled: None,
+        };
     };
     let scale = if args.no_compress {
         1.0
     } else {
         entry.scenario.verify.time_scale
     };
-    let limit = entry.scenario.time_limit.value.as_secs_f64() / scale;
+    let hold_s = args.hold.as_secs_f64();
+    let limit = entry.scenario.time_limit.value.as_secs_f64() / scale + hold_s;
     say(&format!("[{}/{count}] {id}: starting a lab", i + 1));
     let started = Instant::now();
     let outcome = async {
@@ -710,17 +813,20 @@ async fn verify_one(
         let http = client()?;
         let mut last_print = Instant::now();
         let mut seen = 0i64;
-        let state = follow_run(&http, &control, id, "verify", scale, |state| {
+        let state = follow_run(&http, &control, id, "verify", scale, hold_s, |state| {
             for e in state["events"].as_array().into_iter().flatten() {
                 let eid = e["id"].as_i64().unwrap_or(0);
                 if eid > seen {
                     seen = eid;
                     if matches!(
                         e["kind"].as_str(),
-                        Some("status" | "steady_state" | "criteria_broken" | "fix" | "criteria_met")
+                        Some("status" | "steady_state" | "criteria_broken" | "fault_held" | "fix" | "criteria_met")
                     ) && let Some(line) = event_line(e)
                     {
                         say(&format!("    {line}"));
+                    }
+                    if e["kind"] == "fault_held" {
+                        hold_lines(&e["data"]).iter().for_each(|l| say(&format!("      {l}")));
                     }
                 }
             }
@@ -742,6 +848,7 @@ async fn verify_one(
     }
     .await;
     let secs = started.elapsed().as_secs_f64();
+    let (mut margin, mut settled) = (None, None);
     let failure = match outcome {
         Ok((mut lab, state)) => {
             let run = &state["run"];
@@ -750,7 +857,16 @@ async fn verify_one(
                 .map(|v| v.iter().collect())
                 .unwrap_or_default();
             let has = |k: &str| events.iter().any(|e| e["kind"] == k);
-            if run["status"] == "resolved" {
+            let held = events.iter().find(|e| e["kind"] == "fault_held").map(|e| &e["data"]);
+            margin = held.and_then(|d| smallest_margin(d, "margin"));
+            settled = held.and_then(|d| smallest_margin(d, "settled_margin"));
+            let reason = run["reason"].as_str().unwrap_or_default().to_owned();
+            if held.is_some_and(|d| d["held"] == false) {
+                say(&format!("  ✘ {id} failed at the fault hold: {reason}"));
+                say(&format!("    logs: {}", lab.dir.display()));
+                lab.keep = true;
+                Some(format!("{id}: {reason}"))
+            } else if run["status"] == "resolved" {
                 say(&format!("  ✔ {id} verified in {secs:.0} s"));
                 if !args.keep {
                     drop(lab);
@@ -766,10 +882,11 @@ async fn verify_one(
                     "steady state (before the fault)"
                 } else if !has("criteria_broken") {
                     "fault (the criteria should fail after it)"
+                } else if hold_s > 0.0 && !has("fault_held") {
+                    "fault hold (the criteria should stay failing under the fault)"
                 } else {
                     "reference fix (the criteria should pass after it)"
                 };
-                let reason = run["reason"].as_str().unwrap_or_default().to_owned();
                 say(&format!("  ✘ {id} failed at the {step}: {reason}"));
                 say(&format!("    logs: {}", lab.dir.display()));
                 lab.keep = true;
@@ -784,7 +901,13 @@ async fn verify_one(
             Some(format!("{id}: {e:#}"))
         }
     };
-    (id.to_owned(), secs, failure)
+    Verified {
+        id: id.to_owned(),
+        secs,
+        failure,
+        margin,
+        settled,
+    }
 }
 
 /// `observastack scenario verify`.
@@ -797,6 +920,12 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
         args.ids.clone()
     };
     anyhow::ensure!(!ids.is_empty(), "name scenarios to verify, or --all");
+    anyhow::ensure!(
+        args.hold.as_secs_f64() <= crate::runner::MAX_HOLD_S,
+        "expected --hold up to {}, found {}",
+        observastack_scenario::Duration(Duration::from_secs_f64(crate::runner::MAX_HOLD_S)),
+        args.hold
+    );
     for id in &ids {
         anyhow::ensure!(cat.get(id).is_some(), "no scenario {id:?}");
     }
@@ -806,7 +935,7 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
     if jobs > 1 {
         println!("Verifying {} scenarios, {jobs} at a time.", ids.len());
     }
-    let results: Vec<(String, f64, Option<String>)> = futures_util::stream::iter(
+    let results: Vec<Verified> = futures_util::stream::iter(
         ids.iter()
             .enumerate()
             .map(|(i, id)| verify_one(&cat, &args, i, ids.len(), id, jobs > 1)),
@@ -814,13 +943,23 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
     .buffer_unordered(jobs)
     .collect()
     .await;
-    let mut times: Vec<(String, f64)> = results.iter().map(|(id, secs, _)| (id.clone(), *secs)).collect();
-    times.sort_by(|a, b| a.0.cmp(&b.0));
-    let failures: Vec<String> = results.into_iter().filter_map(|(_, _, f)| f).collect();
+    let mut results = results;
+    results.sort_by(|a, b| a.id.cmp(&b.id));
+    let held = args.hold.as_secs_f64() > 0.0;
     println!();
-    for (id, secs) in &times {
-        println!("  {id:<28} {secs:>6.0} s");
+    if held {
+        println!("  {:<28} {:>8}  margin  settled", "scenario", "time");
     }
+    for r in &results {
+        let factor = |m: Option<f64>| m.map_or_else(|| "—".to_owned(), |m| format!("{m:.1}×"));
+        let margin = if held {
+            format!("  {:>6}  {:>7}", factor(r.margin), factor(r.settled))
+        } else {
+            String::new()
+        };
+        println!("  {:<28} {:>6.0} s{margin}", r.id, r.secs);
+    }
+    let failures: Vec<String> = results.into_iter().filter_map(|r| r.failure).collect();
     println!("  {:<28} {:>6.0} s", "total", total.elapsed().as_secs_f64());
     if !failures.is_empty() {
         anyhow::bail!(
