@@ -111,8 +111,9 @@ fn storage() -> MemStorage {
     MemStorage::from_series(all)
 }
 
-const QUERIES: [&str; 8] = [
+const QUERIES: [&str; 9] = [
     "sum by (service) (rate(http_server_requests_total[1m]))",
+    r#"sum by (service) (rate(http_server_requests_total{route=~"/api/route[0-4]/.*"}[1m])) / sum by (service) (rate(http_server_requests_total[1m]))"#,
     "sum(rate(http_server_errors_total[1m])) / sum(rate(http_server_requests_total[1m]))",
     "sum by (service) (rate(http_server_errors_total[1m])) / sum by (service) (rate(http_server_requests_total[1m]))",
     "histogram_quantile(0.99, sum by (le) (rate(http_server_request_duration_seconds_bucket[1m])))",
