@@ -990,6 +990,9 @@ mod tests {
         ]});
         assert_eq!(largest_margin(&held, "margin"), Some(12.2));
         assert_eq!(largest_margin(&held, "settled_margin"), Some(12.9));
-        assert_eq!(largest_margin(&json!({"criteria": [{"failed": false}]}), "margin"), None);
+        assert_eq!(
+            largest_margin(&json!({"criteria": [{"failed": false}]}), "margin"),
+            None
+        );
     }
 }

@@ -70,8 +70,10 @@ async fn the_fix_waits_for_the_hold_and_fault_held_reports_the_faulted_values() 
     let fix = event(&o, &run, "fix").await.expect("fix event");
     assert!(broken.id < held.id && held.id < fix.id);
     let waited = held.time_ms - broken.time_ms;
+    // At least 3 s of wall-clock time (compressed, it would be 0.6 s); the upper bound only
+    // catches a hold counted twice, with room for a loaded machine's slow commits.
     assert!(
-        (3000..4500).contains(&waited),
+        (3000..5500).contains(&waited),
         "the hold lasted {waited} ms, not 3 s of wall-clock time"
     );
     let d = &held.data;
