@@ -35,13 +35,17 @@ fn fixed(fake: &observastack_orchestrator::lab::FakeLab) -> bool {
     fake.calls().iter().any(|(_, c)| c == FIX)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_fix_waits_for_the_hold_and_fault_held_reports_the_faulted_values() {
-    let (o, fake, _dir) = common::orchestrator(Duration::from_millis(200)).await;
+/// Starts a verify run of the drill with a fault hold of `hold_s`, sends the criterion's
+/// metric past its threshold once the fault is in, and returns the run once its criteria broke.
+async fn broken_verify_run(
+    o: &Arc<Orchestrator>,
+    fake: &observastack_orchestrator::lab::FakeLab,
+    hold_s: f64,
+) -> String {
     fake.set("steady_metric", 0.5);
     fake.set("latency_metric", 0.5);
     let run = o
-        .start("drill", "verify", Some(5.0), Some(3.0))
+        .start("drill", "verify", Some(5.0), Some(hold_s))
         .await
         .expect("start")
         .id;
@@ -51,9 +55,16 @@ async fn the_fix_waits_for_the_hold_and_fault_held_reports_the_faulted_values() 
     .await;
     fake.set("latency_metric", 5.0);
     until(Duration::from_secs(10), || async {
-        event(&o, &run, "criteria_broken").await.is_some()
+        event(o, &run, "criteria_broken").await.is_some()
     })
     .await;
+    run
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fix_waits_for_the_hold_and_fault_held_reports_the_faulted_values() {
+    let (o, fake, _dir) = common::orchestrator(Duration::from_millis(200)).await;
+    let run = broken_verify_run(&o, &fake, 3.0).await;
     // Under the hold the faulted value moves, and the fix still waits.
     fake.set("latency_metric", 3.0);
     until(Duration::from_secs(2), || async { live_value(&o, &run) == Some(3.0) }).await;
@@ -117,22 +128,7 @@ async fn the_fix_waits_for_the_hold_and_fault_held_reports_the_faulted_values() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_criterion_recovering_under_the_fault_fails_the_verify_run() {
     let (o, fake, _dir) = common::orchestrator(Duration::from_millis(200)).await;
-    fake.set("steady_metric", 0.5);
-    fake.set("latency_metric", 0.5);
-    let run = o
-        .start("drill", "verify", Some(5.0), Some(4.0))
-        .await
-        .expect("start")
-        .id;
-    until(Duration::from_secs(30), || async {
-        fake.calls().iter().any(|(_, c)| c == FAULT)
-    })
-    .await;
-    fake.set("latency_metric", 5.0);
-    until(Duration::from_secs(10), || async {
-        event(&o, &run, "criteria_broken").await.is_some()
-    })
-    .await;
+    let run = broken_verify_run(&o, &fake, 4.0).await;
     // The fault resolves by itself: the criterion passes for longer than its 2 s window.
     fake.set("latency_metric", 0.2);
     until(Duration::from_secs(20), || async { status(&o, &run).await.is_final() }).await;
