@@ -161,6 +161,8 @@ function describeAction(a) {
     case 'deploy': return `deployed ${a.service} ${a.version}`;
     case 'process': return `${a.command} ${a.name}${a.signal ? ` (${a.signal})` : ''}`;
     case 'load': return `load ${JSON.stringify(a.body)}`;
+    case 'schema_sync': return `re-applied the ${a.service} schema`;
+    case 'fault': return `fault on ${a.service}: ${Object.entries(a.values || {}).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(', ')}`;
     default: return a.kind;
   }
 }
@@ -173,7 +175,7 @@ function feedItem(e, run) {
   switch (e.kind) {
     case 'notify': return li(`notify ${d.severity || ''}`, d.severity === 'info' ? 'ℹ ' : '⚠ ', d.message);
     case 'hint': return li('hint', h('strong', {}, `Hint ${d.index + 1}/${d.count}: `), h('span', { html: markdown(d.text).replace(/^<p>|<\/p>$/g, '') }));
-    case 'learner_action': return li(`you${d.ok ? '' : ' bad'}`, h('strong', {}, 'You: '), describeAction(d.action), d.ok ? '' : ` — refused: ${d.error || d.status}`);
+    case 'learner_action': return li(`you${d.ok ? '' : ' bad'}`, h('strong', {}, 'You: '), describeAction(d.action), d.source ? ` (with ${d.source})` : '', d.ok ? '' : ` — refused: ${d.error || d.status}`);
     case 'fix': return li('you', h('strong', {}, 'Reference fix: '), describeAction(d.action));
     case 'status': return li('status', `Run ${String(d.status).replace('_', ' ')}`, d.reason ? ` — ${d.reason}` : '');
     case 'phase': return li('phase', `Phase: ${d.name}`);
@@ -376,7 +378,9 @@ async function runView(runId, tab) {
 function debriefView(d) {
   const t0 = d.fault_at_ms || (d.run && d.run.started_at_ms) || 0;
   const rel = (ms) => (t0 ? `${ms >= t0 ? '+' : '−'}${fmtClock(Math.abs(ms - t0) / 1000)}` : fmtTime(ms));
-  const shown = d.timeline;
+  // Empty setup records of the hidden channel (no releases shipped, no faults) say nothing.
+  const shown = d.timeline.filter((e) => !(e.kind === 'fault' && e.data && e.data.setup
+    && !Object.keys(e.data.releases || e.data.values || {}).length));
   return h('div', { class: 'debrief' },
     h('div', { class: 'panel' },
       h('h3', {}, 'Outcome: ', h('span', { class: `badge ${d.outcome}`, id: 'outcome' }, String(d.outcome).replace('_', ' '))),
@@ -394,6 +398,10 @@ function debriefView(d) {
         if (item) text = item.textContent.replace(/^\d\d:\d\d:\d\d/, '');
         else if (e.kind === 'action' && d.setup) text = `Setup: ${d.setup}${d.service ? ` of ${d.service}` : ''}${d.process ? ` ${d.process}` : ''}`;
         else if (e.kind === 'action') text = `Scenario: ${describeAction(d.action)}${d.ok === false ? ' (failed)' : ''}`;
+        // What was hidden during the run: the releases the scenario shipped, the faults it set.
+        else if (e.kind === 'fault' && d.setup === 'releases') text = Object.keys(d.releases || {}).length ? `Hidden: ${d.service} releases ${Object.entries(d.releases).map(([v, b]) => `${v} ${JSON.stringify(b)}`).join('; ')}` : null;
+        else if (e.kind === 'fault' && d.setup === 'faults') text = Object.keys(d.values || {}).length ? `Hidden: ${d.service} faults ${JSON.stringify(d.values)}` : null;
+        else if (e.kind === 'fault') text = `Hidden: ${describeAction(d.action)}`;
         else if (e.kind === 'criterion') text = `Criterion “${d.name}” ${d.met ? 'met' : d.passing ? 'passing' : 'failing'}${d.value !== null && d.value !== undefined ? ` (${Number(d.value.toPrecision(3))})` : ''}`;
         else text = e.kind;
         return h('tr', { 'data-kind': e.kind }, h('td', {}, rel(e.time_ms)), h('td', {}, text));

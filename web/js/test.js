@@ -1,5 +1,6 @@
-// The Test tab: one form per SUT service generated from its `/config` JSON Schema, the agent's
-// process controls and the load generator's controls. Every change goes through
+// The Test tab: one form per SUT service generated from its `/config` JSON Schema (operational
+// knobs only; a release's behaviour and the faults are not there), database maintenance, the
+// agent's process controls and the load generator's controls. Every change goes through
 // `POST /api/lab/action`, so during a run it is the learner's recorded action.
 
 import { h, mount, api, fmtValue } from './ui.js';
@@ -10,7 +11,29 @@ async function act(action) {
 
 export function testTab(ctx) {
   const forms = h('div', {}, ctx.lab.services.map((s) => serviceForm(s)));
-  return h('div', {}, forms, processes(), load());
+  return h('div', {}, forms, database(), processes(), load());
+}
+
+// Database maintenance: what an operator runs against the orders database (re-applying the
+// schema creates whatever it declares and the database lacks).
+function database() {
+  const status = h('span', { class: 'result', role: 'status' });
+  async function sync() {
+    status.textContent = 'Re-applying the schema…';
+    status.className = 'result';
+    try {
+      const r = await act({ kind: 'schema_sync', service: 'orders' });
+      const created = (r && r.created) || [];
+      status.textContent = created.length ? `Created: ${created.join(', ')}.` : 'The schema was already complete.';
+      status.className = 'result ok-text';
+    } catch (e) {
+      status.textContent = `Schema sync failed: ${e.message}`;
+      status.className = 'result error-text';
+    }
+  }
+  return h('section', { class: 'panel', id: 'database-maintenance' }, h('h3', {}, 'Database maintenance'),
+    h('p', { class: 'muted' }, 'Re-apply the orders schema: creates the tables and indexes it declares that the database lacks.'),
+    h('div', { class: 'row' }, h('button', { type: 'button', id: 'schema-sync', onclick: sync }, 'Re-apply schema')), status);
 }
 
 function serviceForm(service) {

@@ -192,7 +192,10 @@ try {
 
   // Test tab: a refused value is shown at its field; then the reference fix.
   await page.click('#tab-test');
-  await page.waitForSelector('#cfg-orders-algorithm');
+  await page.waitForSelector('#cfg-orders-version');
+  // The form holds operational knobs only: the release's behaviour is not there to read.
+  const form = await page.locator('section[data-service="orders"]').innerText();
+  for (const hidden of ['algorithm', 'quadratic', 'v2']) assert.ok(!form.includes(hidden), `the orders form mentions ${hidden}`);
   await page.fill('#cfg-orders-concurrency_limit', '0');
   expect400 = true;
   await page.click('#apply-orders');
@@ -203,8 +206,8 @@ try {
   log(`refused at the field: ${refusal}`);
   await page.locator('section[data-service="orders"] button', { hasText: 'Discard changes' }).click();
   assert.equal(await page.inputValue('#cfg-orders-concurrency_limit'), '64', 'discard restores the current value');
-  await page.selectOption('#cfg-orders-algorithm', 'v1');
-  await page.fill('#cfg-orders-version', '1.4.0');
+  // The operator's fix: roll back to the release before the deploy.
+  await page.selectOption('#cfg-orders-version', '1.4.0');
   await page.click('#apply-orders');
   await page.waitForSelector('section[data-service="orders"] .result.ok-text');
   await page.waitForSelector('#feed li[data-kind="learner_action"]');

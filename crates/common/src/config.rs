@@ -7,6 +7,7 @@
 //! whole before anything changes, so a bad value is rejected with the field named and the
 //! previous configuration stays in force. Every accepted change is logged and counted.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, RwLock};
 
 use prometheus_client::metrics::counter::Counter;
@@ -42,6 +43,40 @@ pub enum KnobKind {
     },
     /// `true` or `false`.
     Boolean,
+    /// One of the versions a service's release catalogue holds now (the list can grow at run
+    /// time, when a scenario ships a release of its own).
+    Version(Versions),
+}
+
+/// The versions a `version` knob accepts: shared between the knob and the service's release
+/// catalogue, so `GET /config` lists what can be deployed and no more.
+#[derive(Debug, Clone, Default)]
+pub struct Versions(Arc<RwLock<Vec<String>>>);
+
+impl Versions {
+    /// A list holding `versions`, in that order.
+    pub fn new(versions: impl IntoIterator<Item = String>) -> Self {
+        Self(Arc::new(RwLock::new(versions.into_iter().collect())))
+    }
+
+    /// The versions, in catalogue order.
+    pub fn list(&self) -> Vec<String> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Whether `version` is one of them.
+    pub fn contains(&self, version: &str) -> bool {
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|v| v == version)
+    }
+
+    /// Replaces the list.
+    pub fn set(&self, versions: Vec<String>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = versions;
+    }
 }
 
 /// One runtime knob: what a learner can change on a running service.
@@ -103,6 +138,16 @@ impl Knob {
         }
     }
 
+    /// The `version` knob: one of the versions in `versions` (the release catalogue).
+    pub fn version(default: &str, versions: Versions, description: &'static str) -> Self {
+        Self {
+            name: "version",
+            kind: KnobKind::Version(versions),
+            default: json!(default),
+            description,
+        }
+    }
+
     /// A boolean knob.
     pub fn boolean(name: &'static str, default: bool, description: &'static str) -> Self {
         Self {
@@ -141,6 +186,13 @@ impl Knob {
                 Value::Bool(_) => Ok(()),
                 _ => Err(fail("true or false".to_owned())),
             },
+            KnobKind::Version(versions) => match value.as_str() {
+                Some(v) if versions.contains(v) => Ok(()),
+                _ => Err(fail(format!(
+                    "one of the released versions ({})",
+                    versions.list().join(", ")
+                ))),
+            },
         }
     }
 
@@ -151,6 +203,7 @@ impl Knob {
             KnobKind::Enum(values) => json!({"type": "string", "enum": values}),
             KnobKind::Text { max_len } => json!({"type": "string", "minLength": 1, "maxLength": max_len}),
             KnobKind::Boolean => json!({"type": "boolean"}),
+            KnobKind::Version(versions) => json!({"type": "string", "enum": versions.list()}),
         };
         schema["default"] = self.default.clone();
         schema["description"] = json!(self.description);
@@ -197,8 +250,23 @@ impl ConfigSpec {
         })
     }
 
+    /// The versions of the `version` knob, if the spec has one of kind [`KnobKind::Version`].
+    pub fn versions(&self) -> Option<Versions> {
+        self.knobs.iter().find_map(|k| match &k.kind {
+            KnobKind::Version(v) => Some(v.clone()),
+            _ => None,
+        })
+    }
+
+    /// The defaults with `values` (checked like a partial update) on top, as `T`.
+    pub fn typed<T: DeserializeOwned>(&self, values: &Value) -> Result<T, ConfigError> {
+        let mut all = self.defaults();
+        all.extend(self.check_update(values)?);
+        to_typed(&all)
+    }
+
     /// Validates a partial update: every field must be a known knob with a valid value.
-    fn check_update(&self, update: &Value) -> Result<Map<String, Value>, ConfigError> {
+    pub fn check_update(&self, update: &Value) -> Result<Map<String, Value>, ConfigError> {
         let Value::Object(fields) = update else {
             return Err(ConfigError::NotAnObject {
                 found: describe(update),
@@ -270,7 +338,35 @@ pub struct ConfigStore<T> {
     hooks: std::sync::Mutex<Vec<ChangeHook<T>>>,
     /// Serialises whole updates, hooks included, so hooks see changes in order.
     applying: std::sync::Mutex<()>,
+    /// A hidden store (the fault channel) logs no values and moves no metric a learner sees.
+    hidden: bool,
+    journal: std::sync::Mutex<Journal>,
 }
+
+/// One accepted change, as `GET /config/changes` lists it.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct Change {
+    /// Its number in this process's journal, from 1.
+    pub seq: u64,
+    /// When it was applied, in milliseconds since the Unix epoch.
+    pub time_ms: i64,
+    /// The knobs it changed, with their new values.
+    pub changed: Map<String, Value>,
+    /// Who made it: the `x-observastack-actor` header, else the client's `user-agent`, else
+    /// `unknown`.
+    pub source: String,
+}
+
+/// The last changes, bounded; `boot` tells a reader that the process restarted (and numbering
+/// started again).
+struct Journal {
+    boot: String,
+    next: u64,
+    entries: VecDeque<Change>,
+}
+
+/// How many changes the journal keeps.
+const JOURNAL_LEN: usize = 256;
 
 type ChangeHook<T> = Box<dyn Fn(&T, &T) + Send + Sync>;
 
@@ -286,24 +382,76 @@ where
     /// Builds the store at the defaults, overridden by `initial` (e.g. from command-line flags),
     /// and registers `config_changes_total` in `registry`.
     pub fn new(spec: ConfigSpec, initial: Value, registry: &mut Registry) -> Result<Arc<Self>, ConfigError> {
+        let store = Self::build(spec, initial, false)?;
+        registry.register(
+            "config_changes",
+            "Accepted changes of the runtime configuration (/config)",
+            store.changes.clone(),
+        );
+        Ok(Arc::new(store))
+    }
+
+    /// A store for settings a learner must not see during a run (the fault channel): like
+    /// [`ConfigStore::new`], but it registers no metric and its log line names no value.
+    pub fn hidden(spec: ConfigSpec, initial: Value) -> Result<Arc<Self>, ConfigError> {
+        Ok(Arc::new(Self::build(spec, initial, true)?))
+    }
+
+    fn build(spec: ConfigSpec, initial: Value, hidden: bool) -> Result<Self, ConfigError> {
         let mut values = spec.defaults();
         values.extend(spec.check_update(&initial)?);
         let typed = Arc::new(to_typed::<T>(&values)?);
         let (sender, _) = watch::channel(typed.clone());
-        let changes = Counter::default();
-        registry.register(
-            "config_changes",
-            "Accepted changes of the runtime configuration (/config)",
-            changes.clone(),
+        let boot = format!(
+            "{:x}-{}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+            std::process::id()
         );
-        Ok(Arc::new(Self {
+        Ok(Self {
             spec,
             state: RwLock::new(State { values, typed }),
             sender,
-            changes,
+            changes: Counter::default(),
             hooks: std::sync::Mutex::new(Vec::new()),
             applying: std::sync::Mutex::new(()),
-        }))
+            hidden,
+            journal: std::sync::Mutex::new(Journal {
+                boot,
+                next: 1,
+                entries: VecDeque::new(),
+            }),
+        })
+    }
+
+    /// The changes after number `after`, oldest first, and this process's boot id (a reader
+    /// that sees another boot id starts again from 0).
+    pub fn changes_after(&self, after: u64) -> (String, Vec<Change>) {
+        let journal = self.journal.lock().unwrap_or_else(|e| e.into_inner());
+        let list = journal.entries.iter().filter(|c| c.seq > after).cloned().collect();
+        (journal.boot.clone(), list)
+    }
+
+    fn note(&self, changed: &Map<String, Value>, source: &str) {
+        if changed.is_empty() {
+            return;
+        }
+        let mut journal = self.journal.lock().unwrap_or_else(|e| e.into_inner());
+        let seq = journal.next;
+        journal.next += 1;
+        let time_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        journal.entries.push_back(Change {
+            seq,
+            time_ms,
+            changed: changed.clone(),
+            source: source.to_owned(),
+        });
+        if journal.entries.len() > JOURNAL_LEN {
+            journal.entries.pop_front();
+        }
     }
 
     /// Runs `hook(previous, next)` on every accepted change, before the update that made it
@@ -342,6 +490,11 @@ where
 
     /// Applies an update atomically, or rejects it whole. Returns the changed knobs.
     pub fn update(&self, body: &Value, mode: UpdateMode) -> Result<Map<String, Value>, ConfigError> {
+        self.update_by(body, mode, "unknown")
+    }
+
+    /// [`ConfigStore::update`], with who made it for the journal.
+    pub fn update_by(&self, body: &Value, mode: UpdateMode, source: &str) -> Result<Map<String, Value>, ConfigError> {
         let fields = self.spec.check_update(body)?;
         let _applying = self.applying.lock().unwrap_or_else(|e| e.into_inner());
         let previous = self.current();
@@ -354,12 +507,18 @@ where
             next.extend(fields);
             self.commit(&mut state, next)?
         };
+        self.note(&changed, source);
         self.run_hooks(&previous, &changed);
         Ok(changed)
     }
 
     /// `DELETE /config`: every knob back to its default. Returns the changed knobs.
     pub fn reset(&self) -> Map<String, Value> {
+        self.reset_by("unknown")
+    }
+
+    /// [`ConfigStore::reset`], with who made it for the journal.
+    pub fn reset_by(&self, source: &str) -> Map<String, Value> {
         let _applying = self.applying.lock().unwrap_or_else(|e| e.into_inner());
         let previous = self.current();
         let changed = {
@@ -368,6 +527,7 @@ where
             // bug in the spec, and leaving the old values in place is the safe answer to it.
             self.commit(&mut state, self.spec.defaults()).unwrap_or_default()
         };
+        self.note(&changed, source);
         self.run_hooks(&previous, &changed);
         changed
     }
@@ -393,11 +553,15 @@ where
         state.typed = typed.clone();
         if !changed.is_empty() {
             self.changes.inc();
-            tracing::info!(
-                service = self.spec.service,
-                changed = %serde_json::Value::Object(changed.clone()),
-                "Config changed."
-            );
+            if self.hidden {
+                tracing::debug!(service = self.spec.service, "Hidden settings changed.");
+            } else {
+                tracing::info!(
+                    service = self.spec.service,
+                    changed = %serde_json::Value::Object(changed.clone()),
+                    "Config changed."
+                );
+            }
             self.sender.send_replace(typed);
         }
         Ok(changed)
@@ -504,6 +668,46 @@ mod tests {
         assert_eq!(seen.lock().unwrap().len(), 1, "no change, no hook");
         store.reset();
         assert_eq!(*seen.lock().unwrap(), [(4, 6), (6, 4)]);
+    }
+
+    #[test]
+    fn the_journal_keeps_each_change_with_its_source() {
+        let store = store();
+        store
+            .update_by(&json!({"pool": 5}), UpdateMode::Merge, "curl/8.5.0")
+            .unwrap();
+        store
+            .update_by(&json!({"pool": 5}), UpdateMode::Merge, "panel")
+            .unwrap();
+        store.reset_by("orchestrator");
+        let (boot, all) = store.changes_after(0);
+        assert!(!boot.is_empty());
+        assert_eq!(all.len(), 2, "a change that changes nothing is not journalled: {all:?}");
+        assert_eq!((all[0].seq, all[0].source.as_str()), (1, "curl/8.5.0"));
+        assert_eq!(all[0].changed, json!({"pool": 5}).as_object().cloned().unwrap());
+        assert_eq!((all[1].seq, all[1].source.as_str()), (2, "orchestrator"));
+        assert_eq!(store.changes_after(1).1.len(), 1);
+        assert!(store.changes_after(2).1.is_empty());
+    }
+
+    #[test]
+    fn a_version_knob_takes_the_catalogue_s_versions_as_it_grows() {
+        let versions = Versions::new(["1.0.0".to_owned()]);
+        let spec = ConfigSpec {
+            service: "demo",
+            knobs: vec![Knob::version("1.0.0", versions.clone(), "deployed version")],
+        };
+        let store = ConfigStore::<serde_json::Value>::new(spec, json!({}), &mut Registry::default()).unwrap();
+        let err = store
+            .update(&json!({"version": "2.0.0"}), UpdateMode::Merge)
+            .unwrap_err();
+        assert!(err.to_string().contains("released versions (1.0.0)"), "{err}");
+        versions.set(vec!["1.0.0".into(), "2.0.0".into()]);
+        store.update(&json!({"version": "2.0.0"}), UpdateMode::Merge).unwrap();
+        assert_eq!(
+            store.document()["schema"]["properties"]["version"]["enum"],
+            json!(["1.0.0", "2.0.0"])
+        );
     }
 
     #[test]

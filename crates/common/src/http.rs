@@ -7,7 +7,7 @@ use std::time::Instant;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -288,20 +288,66 @@ pub fn config_routes<T>(store: Arc<ConfigStore<T>>) -> Router
 where
     T: DeserializeOwned + Serialize + Send + Sync + 'static,
 {
-    let (get_store, patch_store, put_store, delete_store) = (store.clone(), store.clone(), store.clone(), store);
-    Router::new().route(
-        "/config",
-        get(move || async move { Json(get_store.document()) })
-            .patch(move |body: Bytes| async move { apply(&patch_store, &body, UpdateMode::Merge) })
-            .put(move |body: Bytes| async move { apply(&put_store, &body, UpdateMode::Replace) })
-            .delete(move || async move {
-                let changed = delete_store.reset();
-                updated(&delete_store, changed)
-            }),
-    )
+    config_routes_at(store, "/config")
 }
 
-fn apply<T>(store: &ConfigStore<T>, body: &[u8], mode: UpdateMode) -> Response
+/// The `/config` routes of `store` under `path` (`GET`, `PATCH`, `PUT`, `DELETE`, and
+/// `GET {path}/changes?after=N`: the journal of accepted changes with who made each).
+pub fn config_routes_at<T>(store: Arc<ConfigStore<T>>, path: &str) -> Router
+where
+    T: DeserializeOwned + Serialize + Send + Sync + 'static,
+{
+    let (get_store, patch_store, put_store, delete_store, journal) =
+        (store.clone(), store.clone(), store.clone(), store.clone(), store);
+    Router::new()
+        .route(
+            path,
+            get(move || async move { Json(get_store.document()) })
+                .patch(move |headers: HeaderMap, body: Bytes| async move {
+                    apply(&patch_store, &body, UpdateMode::Merge, &change_source(&headers))
+                })
+                .put(move |headers: HeaderMap, body: Bytes| async move {
+                    apply(&put_store, &body, UpdateMode::Replace, &change_source(&headers))
+                })
+                .delete(move |headers: HeaderMap| async move {
+                    let changed = delete_store.reset_by(&change_source(&headers));
+                    updated(&delete_store, changed)
+                }),
+        )
+        .route(
+            &format!("{path}/changes"),
+            get(move |uri: axum::http::Uri| async move {
+                let after = uri
+                    .query()
+                    .and_then(|q| q.split('&').find_map(|p| p.strip_prefix("after=")))
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0);
+                let (boot, changes) = journal.changes_after(after);
+                Json(json!({"boot": boot, "changes": changes}))
+            }),
+        )
+}
+
+/// The header by which the lab's own clients say who they act for (`orchestrator`, `panel`).
+pub const ACTOR_HEADER: &str = "x-observastack-actor";
+
+/// Who made a change: the actor header, else the client's `user-agent` (a learner's curl says
+/// `curl/8.5.0`), else `unknown`; at most 64 characters.
+pub fn change_source(headers: &HeaderMap) -> String {
+    let pick = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(|v| v.chars().take(64).collect::<String>())
+    };
+    pick(ACTOR_HEADER)
+        .or_else(|| pick("user-agent"))
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+fn apply<T>(store: &ConfigStore<T>, body: &[u8], mode: UpdateMode, source: &str) -> Response
 where
     T: DeserializeOwned + Serialize + Send + Sync + 'static,
 {
@@ -316,7 +362,7 @@ where
             );
         }
     };
-    match store.update(&value, mode) {
+    match store.update_by(&value, mode, source) {
         Ok(changed) => updated(store, changed),
         Err(error) => config_error_response(&error),
     }
@@ -344,6 +390,37 @@ pub fn config_error_response(error: &ConfigError) -> Response {
 /// A JSON error body: `{"error": code, "field": ..., "message": ...}`.
 pub fn error_response(status: StatusCode, code: &str, field: Option<&str>, message: &str) -> Response {
     (status, Json(json!({"error": code, "field": field, "message": message}))).into_response()
+}
+
+/// The header that carries the fault channel's token (separate from `Authorization`, which
+/// the admin token uses on the same listener).
+pub const FAULT_TOKEN_HEADER: &str = "x-observastack-fault-token";
+
+/// Requires the fault channel's token in [`FAULT_TOKEN_HEADER`] on every route of `router`
+/// when one is set (`up` always sets one, so a learner's tools cannot read the faults).
+pub fn require_fault_token(router: Router, token: Option<String>) -> Router {
+    match token {
+        None => router,
+        Some(token) => {
+            let expected: Arc<str> = token.into();
+            router.layer(middleware::from_fn(move |req: Request, next: Next| {
+                let expected = expected.clone();
+                async move {
+                    let given = req.headers().get(FAULT_TOKEN_HEADER).and_then(|v| v.to_str().ok());
+                    if given == Some(&*expected) {
+                        next.run(req).await
+                    } else {
+                        error_response(
+                            StatusCode::FORBIDDEN,
+                            "forbidden",
+                            None,
+                            "this endpoint belongs to the lab's scenario engine",
+                        )
+                    }
+                }
+            }))
+        }
+    }
 }
 
 /// Requires `Authorization: Bearer <token>` on every route of `router` when a token is set.

@@ -208,6 +208,14 @@ pub async fn run_up(args: UpArgs) -> anyhow::Result<()> {
     for cmd in [&mut agent_cmd, &mut loadgen_cmd, &mut orchestrator_cmd] {
         cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", args.otlp());
     }
+    // The fault channel's token: the orchestrator and the SUT services (through the agent, whose
+    // children inherit its environment) know it, a learner's tools do not. Also kept, readable by
+    // its owner only, in the data directory for the lab's own tools (a second orchestrator).
+    let fault_token = fault_token();
+    write_private(&data_dir.join("fault-token"), &fault_token)?;
+    for cmd in [&mut agent_cmd, &mut orchestrator_cmd] {
+        cmd.env("OBSERVASTACK_FAULT_TOKEN", &fault_token);
+    }
     let mut children = Children {
         // The backend first, so the first spans and log lines have somewhere to go.
         telemetry: Some(
@@ -281,6 +289,37 @@ fn check_ports(args: &UpArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Writes `text` to `path`, readable and writable by its owner only.
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let _ = std::fs::remove_file(path);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("Failed to create {}", path.display()))?;
+    file.write_all(text.as_bytes())
+        .with_context(|| format!("Failed to write {}", path.display()))
+}
+
+/// A fresh random token (128 bits from the OS), hex.
+fn fault_token() -> String {
+    use std::io::Read as _;
+    let mut bytes = [0_u8; 16];
+    let random = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
+    if random.is_err() {
+        // No /dev/urandom: the time and pid still make it unguessable enough for a loopback lab.
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+            ^ u128::from(std::process::id()) << 64;
+        bytes = seed.to_le_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Where the SUT services keep their configuration across restarts (emptied when a lab starts,

@@ -139,7 +139,11 @@ async fn run_state(o: &Orchestrator, id: &str) -> Result<Value, RunError> {
         .run(id)
         .await?
         .ok_or_else(|| RunError::NotFound(format!("no run {id:?}")))?;
-    let events = o.store.events(id).await?;
+    let mut events = o.store.events(id).await?;
+    // What the scenario does through the fault channel is the answer: kept until the end.
+    if !run.status.is_final() {
+        events.retain(|e| crate::runner::shown_during_run(&e.kind));
+    }
     let scenario = o.catalogue.get(&run.scenario_id).map(|e| e.detail());
     Ok(json!({
         "run": run,
@@ -293,7 +297,9 @@ async fn follow(o: Arc<Orchestrator>, id: String, socket: WebSocket) {
             msg = rx.recv() => match msg {
                 Ok(push) => {
                     let relevant = match &push {
-                        Push::Event { event } => event.run_id == id && event.id > last_id,
+                        Push::Event { event } => {
+                            event.run_id == id && event.id > last_id && crate::runner::shown_during_run(&event.kind)
+                        }
                         Push::Criteria { run_id, .. } => *run_id == id,
                     };
                     if relevant {

@@ -43,8 +43,27 @@ pub fn sut_schema() -> SutSchema {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
+    let faults = [
+        ("gateway", observastack_sut::gateway::fault_spec().json_schema()),
+        ("orders", orders::fault_spec().json_schema()),
+        ("worker", worker::fault_spec().json_schema()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let behaviours = [
+        ("gateway", observastack_sut::gateway::behaviour_spec().json_schema()),
+        ("orders", orders::behaviour_spec().json_schema()),
+        ("worker", worker::behaviour_spec().json_schema()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
     SutSchema {
         configs,
+        faults,
+        behaviours,
+        schema_owners: vec!["orders".into()],
         processes: vec!["gateway".into(), "orders".into(), "worker".into()],
         check_load: Box::new(|body: &Value, whole: bool| {
             use observastack_loadgen::{LoadPlan, UpdateMode};
@@ -245,5 +264,31 @@ impl Entry {
             "watch": s.watch,
             "source": self.source,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The scenario crate's tests validate against `tests/fixtures/sut.json` (that crate cannot
+    /// depend on the SUT): the fixture must be what the services declare. `BLESS=1` rewrites it.
+    #[test]
+    fn the_scenario_crate_s_sut_fixture_is_the_services_own_schema() {
+        let sut = sut_schema();
+        let doc = serde_json::json!({
+            "processes": sut.processes,
+            "configs": sut.configs,
+            "faults": sut.faults,
+            "behaviours": sut.behaviours,
+            "schema_owners": sut.schema_owners,
+        });
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../scenario/tests/fixtures/sut.json");
+        let text = serde_json::to_string_pretty(&doc).unwrap() + "\n";
+        if std::env::var_os("BLESS").is_some() {
+            std::fs::write(path, &text).unwrap();
+        }
+        let on_disk = std::fs::read_to_string(path).unwrap();
+        assert_eq!(on_disk, text, "run with BLESS=1 to update {path}");
     }
 }

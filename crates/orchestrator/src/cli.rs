@@ -64,6 +64,9 @@ pub struct OrchestratorArgs {
     /// Token the control API requires, and sends to the lab's control APIs.
     #[arg(long, env = "OBSERVASTACK_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// Token of the SUT services' fault channel (`/faults`, `/releases`); `up` sets it.
+    #[arg(long, env = "OBSERVASTACK_FAULT_TOKEN", hide_env_values = true)]
+    pub fault_token: Option<String>,
     /// A Grafana whose dashboards the panel embeds in its Observability tab (full stack).
     #[arg(long)]
     pub grafana_url: Option<String>,
@@ -106,7 +109,8 @@ pub async fn run_orchestrator(args: OrchestratorArgs) -> anyhow::Result<()> {
                 .to_owned(),
         },
         args.admin_token.clone(),
-    )?;
+    )?
+    .with_fault_token(args.fault_token.clone());
     let shutdown = observastack_common::shutdown_token();
     let orchestrator = Orchestrator::new(
         catalogue,
@@ -470,7 +474,10 @@ fn event_line(e: &Value) -> Option<String> {
             d["reason"].as_str().unwrap_or("the criteria stayed failing")
         ),
         "fix" => format!("reference fix applied: {}", d["action"]),
-        "learner_action" => format!("your action: {}", d["action"]),
+        "learner_action" => match d["source"].as_str() {
+            Some(source) => format!("your action ({source}): {}", d["action"]),
+            None => format!("your action: {}", d["action"]),
+        },
         "steady_state" => format!(
             "steady state {}",
             if d["held"].as_bool()? { "held" } else { "did not hold" }

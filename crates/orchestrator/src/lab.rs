@@ -59,6 +59,7 @@ pub struct Lab {
     pub endpoints: Endpoints,
     client: reqwest::Client,
     token: Option<String>,
+    fault_token: Option<String>,
     fake: Option<std::sync::Arc<FakeLab>>,
 }
 
@@ -122,8 +123,15 @@ impl Lab {
             endpoints,
             client,
             token,
+            fault_token: None,
             fake: None,
         })
+    }
+
+    /// Sends `fault_token` on the services' fault channel (`/faults`, `/releases`).
+    pub fn with_fault_token(mut self, fault_token: Option<String>) -> Self {
+        self.fault_token = fault_token;
+        self
     }
 
     /// A lab of three services (gateway, orders, worker) that only records what it is asked.
@@ -154,9 +162,16 @@ impl Lab {
             let body = body.map_or_else(String::new, |b| format!(" {b}"));
             return fake.record(format!("{method} {}{body}", url.trim_start_matches("fake://")));
         }
-        let mut req = self.client.request(method, &url);
+        let mut req = self
+            .client
+            .request(method, &url)
+            .header(observastack_common::http::ACTOR_HEADER, "orchestrator");
         if let Some(token) = &self.token {
             req = req.bearer_auth(token);
+        }
+        let hidden = url.contains("/faults") || url.contains("/releases");
+        if let (true, Some(token)) = (hidden, &self.fault_token) {
+            req = req.header(observastack_common::http::FAULT_TOKEN_HEADER, token);
         }
         if let Some(body) = body {
             req = req.json(body);
@@ -205,6 +220,52 @@ impl Lab {
         }
     }
 
+    /// `PUT /faults`: a service's whole fault set (absent faults take their defaults: none).
+    pub async fn put_faults(&self, service: &str, values: &BTreeMap<String, Value>) -> Outcome {
+        match self.service(service) {
+            Ok(base) => {
+                self.send(reqwest::Method::PUT, format!("{base}/faults"), Some(&json!(values)))
+                    .await
+            }
+            Err(o) => o,
+        }
+    }
+
+    /// `GET /faults` of a service: the faults in force.
+    pub async fn faults(&self, service: &str) -> Outcome {
+        match self.service(service) {
+            Ok(base) => self.send(reqwest::Method::GET, format!("{base}/faults"), None).await,
+            Err(o) => o,
+        }
+    }
+
+    /// `PUT /releases`: the releases a scenario ships to a service (version → behaviour).
+    pub async fn put_releases(&self, service: &str, releases: &Value) -> Outcome {
+        match self.service(service) {
+            Ok(base) => {
+                self.send(reqwest::Method::PUT, format!("{base}/releases"), Some(releases))
+                    .await
+            }
+            Err(o) => o,
+        }
+    }
+
+    /// `GET /config/changes?after=N` of a service: its journal of accepted changes after `after`,
+    /// with its boot id.
+    pub async fn config_changes(&self, service: &str, after: u64) -> Outcome {
+        match self.service(service) {
+            Ok(base) => {
+                self.send(
+                    reqwest::Method::GET,
+                    format!("{base}/config/changes?after={after}"),
+                    None,
+                )
+                .await
+            }
+            Err(o) => o,
+        }
+    }
+
     /// Applies one action (timeline, fix or learner) to the lab.
     pub async fn apply(&self, action: &Action) -> Outcome {
         match action {
@@ -232,6 +293,20 @@ impl Lab {
                     let mut body = values.clone();
                     body.insert("version".to_owned(), Value::String(version.clone()));
                     self.send(reqwest::Method::PATCH, format!("{base}/config"), Some(&json!(body)))
+                        .await
+                }
+                Err(o) => o,
+            },
+            Action::Fault { service, values } => match self.service(service) {
+                Ok(base) => {
+                    self.send(reqwest::Method::PATCH, format!("{base}/faults"), Some(&json!(values)))
+                        .await
+                }
+                Err(o) => o,
+            },
+            Action::SchemaSync { service } => match self.service(service) {
+                Ok(base) => {
+                    self.send(reqwest::Method::POST, format!("{base}/db/schema/sync"), None)
                         .await
                 }
                 Err(o) => o,

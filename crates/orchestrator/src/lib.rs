@@ -20,6 +20,7 @@
 pub mod alerts;
 pub mod api;
 pub mod catalogue;
+pub mod changes;
 pub mod cli;
 pub mod hold;
 pub mod lab;

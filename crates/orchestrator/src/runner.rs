@@ -386,10 +386,8 @@ impl Orchestrator {
                 None => Err(RunError::NotFound(format!("no run {run_id:?}"))),
             };
         }
-        if matches!(action, Action::Notify { .. } | Action::Phase { .. }) {
-            return Err(RunError::Invalid(
-                "expected an action of kind config, deploy, process or load".to_owned(),
-            ));
+        if !action.is_learner_action() {
+            return Err(RunError::Invalid(LEARNER_KINDS.to_owned()));
         }
         let outcome = self.lab.apply(action).await;
         self.record(
@@ -427,7 +425,13 @@ impl Orchestrator {
         let events = self.store.events(&run.id).await?;
         let entry = self.catalogue.get(&run.scenario_id);
         let fault = run.fault_at_ms;
-        let first_action = events.iter().find(|e| e.kind == "learner_action").map(|e| e.time_ms);
+        // A change read from a service's journal carries when it was applied, up to one
+        // evaluation before it was recorded.
+        let first_action = events
+            .iter()
+            .filter(|e| e.kind == "learner_action")
+            .map(|e| e.data["applied_at_ms"].as_i64().unwrap_or(e.time_ms))
+            .min();
         let fix_applied = events.iter().find(|e| e.kind == "fix").map(|e| e.time_ms);
         let met = events
             .iter()
@@ -447,6 +451,9 @@ impl Orchestrator {
             "time_to_mitigate_s": since_fault(met),
             "root_cause": entry.map(|e| e.scenario.fix.root_cause.clone()),
             "reference_fix": entry.map(|e| e.scenario.fix.steps.iter().filter_map(|s| s.action().ok()).collect::<Vec<_>>()),
+            // What the learner could not see during the run: the releases the scenario shipped
+            // and the faults it set through the fault channel.
+            "hidden": events.iter().filter(|e| !shown_during_run(&e.kind)).map(|e| &e.data).collect::<Vec<_>>(),
             "guide": entry.and_then(|e| e.guide.clone()),
             "timeline": events,
         }))
@@ -486,6 +493,18 @@ impl Pacer {
     pub fn is_done(&self, key: &str) -> bool {
         self.done.contains(key)
     }
+}
+
+/// What a learner may do, as the error for anything else says.
+pub const LEARNER_KINDS: &str = "expected an action of kind config, deploy, schema_sync, process or load";
+
+/// The event kind of what the scenario does through the fault channel (releases shipped, faults
+/// set): kept from the learner until the run ends, then in the debrief.
+pub const HIDDEN_EVENT: &str = "fault";
+
+/// Whether an event may be shown while the run is on.
+pub fn shown_during_run(kind: &str) -> bool {
+    kind != HIDDEN_EVENT
 }
 
 /// The key of the `fault_held` event, so a resumed run does not hold the fault again.
@@ -592,6 +611,43 @@ impl Driver {
         let id = self.run.id.clone();
         self.o.set_status(&id, Status::Baseline, None).await?;
         let s = self.scenario.clone();
+        // Releases: the scenario's own on every service (none: only the built-in ones), before
+        // the configuration deploys one of them. Hidden until the debrief.
+        for service in self.o.lab.endpoints.services.keys().cloned().collect::<Vec<_>>() {
+            let releases: serde_json::Map<String, Value> = s
+                .releases
+                .get(&service)
+                .map(|r| {
+                    r.value
+                        .iter()
+                        .map(|(version, b)| {
+                            let behaviour: serde_json::Map<String, Value> =
+                                b.value.iter().map(|(k, v)| (k.clone(), v.value.clone())).collect();
+                            (version.clone(), Value::Object(behaviour))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let outcome = self
+                .o
+                .lab
+                .put_releases(&service, &Value::Object(releases.clone()))
+                .await;
+            self.o
+                .record(
+                    &id,
+                    HIDDEN_EVENT,
+                    None,
+                    json!({"setup": "releases", "service": service, "releases": releases, "ok": outcome.ok()}),
+                )
+                .await?;
+            if !outcome.ok() {
+                return Ok(Some(Ended(
+                    Status::Failed,
+                    format!("shipping {service}'s releases failed: {}", outcome.error_text()),
+                )));
+            }
+        }
         // Configuration: every service back to its defaults plus the setup's values.
         for service in self.o.lab.endpoints.services.keys().cloned().collect::<Vec<_>>() {
             let values: BTreeMap<String, Value> = s
@@ -613,6 +669,30 @@ impl Driver {
                 return Ok(Some(Ended(
                     Status::Failed,
                     format!("resetting {service}'s configuration failed: {}", outcome.error_text()),
+                )));
+            }
+        }
+        // Faults: every service's back to none plus the setup's (a slow environment), hidden.
+        for service in self.o.lab.endpoints.services.keys().cloned().collect::<Vec<_>>() {
+            let values: BTreeMap<String, Value> = s
+                .setup
+                .faults
+                .get(&service)
+                .map(|v| v.value.iter().map(|(k, v)| (k.clone(), v.value.clone())).collect())
+                .unwrap_or_default();
+            let outcome = self.o.lab.put_faults(&service, &values).await;
+            self.o
+                .record(
+                    &id,
+                    HIDDEN_EVENT,
+                    None,
+                    json!({"setup": "faults", "service": service, "values": values, "ok": outcome.ok()}),
+                )
+                .await?;
+            if !outcome.ok() {
+                return Ok(Some(Ended(
+                    Status::Failed,
+                    format!("resetting {service}'s faults failed: {}", outcome.error_text()),
                 )));
             }
         }
@@ -759,6 +839,7 @@ impl Driver {
         }
         self.windows.clear();
         let mut last: Vec<CriterionStatus> = Vec::new();
+        let mut outside = crate::changes::ChangeWatch::start(&self.o.lab).await;
         loop {
             let now = Instant::now();
             let t = now.duration_since(t0);
@@ -772,6 +853,10 @@ impl Driver {
                                 ("notify", json!({"severity": severity, "message": message}))
                             }
                             Action::Phase { name } => ("phase", json!({"name": name})),
+                            Action::Fault { .. } => (
+                                HIDDEN_EVENT,
+                                json!({"action": action, "ok": outcome.ok(), "status": outcome.status, "error": (!outcome.ok()).then(|| outcome.error_text())}),
+                            ),
                             _ => (
                                 "action",
                                 json!({"action": action, "ok": outcome.ok(), "status": outcome.status, "error": (!outcome.ok()).then(|| outcome.error_text())}),
@@ -807,9 +892,40 @@ impl Driver {
                 self.o.store.set_fault_at(&id, at).await?;
                 self.run.fault_at_ms = Some(at);
             }
-            // Criteria.
+            // Criteria, and the changes a learner made outside the orchestrator since the last
+            // evaluation (curl on a /config), recorded as their actions with their source.
             if now >= next_eval {
                 next_eval = now + self.o.settings.eval_interval;
+                for c in outside.poll(&self.o.lab).await {
+                    let mut values: BTreeMap<String, Value> = c.change.changed.clone().into_iter().collect();
+                    // A version change is a deploy, whatever tool made it.
+                    let action = match values.remove("version") {
+                        Some(Value::String(version)) => Action::Deploy {
+                            service: c.service.clone(),
+                            version,
+                            values,
+                        },
+                        Some(other) => {
+                            values.insert("version".to_owned(), other);
+                            Action::Config {
+                                service: c.service.clone(),
+                                values,
+                            }
+                        }
+                        None => Action::Config {
+                            service: c.service.clone(),
+                            values,
+                        },
+                    };
+                    self.o
+                        .record(
+                            &id,
+                            "learner_action",
+                            None,
+                            json!({"action": action, "ok": true, "status": 200, "source": c.change.source, "applied_at_ms": c.change.time_ms}),
+                        )
+                        .await?;
+                }
                 let t_s = t.as_secs_f64();
                 let phase = if t >= fault_at { "incident" } else { "before_fault" };
                 let statuses = self.evaluate(&criteria, t_s, phase).await;
@@ -958,6 +1074,8 @@ fn action_name(a: &Action) -> String {
         Action::Load { .. } => "load".to_owned(),
         Action::Config { service, .. } => format!("config of {service}"),
         Action::Deploy { service, version, .. } => format!("deploy of {service} {version}"),
+        Action::Fault { service, .. } => format!("fault on {service}"),
+        Action::SchemaSync { service } => format!("schema sync of {service}"),
         Action::Process { name, command, .. } => format!("{} {name}", command.as_str()),
         Action::Notify { .. } => "notify".to_owned(),
         Action::Phase { name } => format!("phase {name}"),

@@ -28,7 +28,6 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use observastack_common::http::{error_response, require_token};
-use observastack_scenario::Action;
 use observastack_scenario::model::Requirement;
 
 use crate::runner::Orchestrator;
@@ -234,12 +233,12 @@ async fn action(State(w): State<Web>, body: axum::body::Bytes) -> Response {
         Ok(a) => a,
         Err(response) => return *response,
     };
-    if matches!(action, Action::Notify { .. } | Action::Phase { .. }) {
+    if !action.is_learner_action() {
         return error_response(
             StatusCode::BAD_REQUEST,
             "invalid_request",
             Some("kind"),
-            "expected an action of kind config, deploy, process or load",
+            crate::runner::LEARNER_KINDS,
         );
     }
     let done = match w.o.active_run() {
@@ -414,7 +413,7 @@ mod tests {
         // No active run: the action goes straight to the lab.
         let done = http
             .post(format!("{url}/api/lab/action"))
-            .json(&json!({"kind": "config", "service": "orders", "values": {"algorithm": "v1"}}))
+            .json(&json!({"kind": "config", "service": "orders", "values": {"db_pool_size": 12}}))
             .send()
             .await
             .expect("action");
@@ -422,10 +421,19 @@ mod tests {
         assert!(
             fake.calls()
                 .iter()
-                .any(|(_, c)| c == r#"PATCH orders/config {"algorithm":"v1"}"#),
+                .any(|(_, c)| c == r#"PATCH orders/config {"db_pool_size":12}"#),
             "{:?}",
             fake.calls()
         );
+        // The fault channel is not the learner's, from the panel either.
+        let fault = http
+            .post(format!("{url}/api/lab/action"))
+            .json(&json!({"kind": "fault", "service": "orders", "values": {"error_rate": 0.5}}))
+            .send()
+            .await
+            .expect("fault");
+        assert_eq!(fault.status(), 400);
+        assert!(!fake.calls().iter().any(|(_, c)| c.contains("faults")));
         let notify = http
             .post(format!("{url}/api/lab/action"))
             .json(&json!({"kind": "notify", "severity": "info", "message": "x"}))

@@ -32,7 +32,12 @@ pub struct Scenario {
     /// What the lab must have for this scenario (e.g. `postgres`).
     #[serde(default)]
     pub requires: Vec<Requirement>,
-    /// The lab before the fault: load and configuration.
+    /// The releases this scenario ships, per service: version → that release's code behaviour
+    /// (values of the service's behaviour spec; `{}` is the healthy code). Hidden from the
+    /// learner: `/config` lists the versions, never what they do.
+    #[serde(default)]
+    pub releases: BTreeMap<String, Spanned<BTreeMap<String, Spanned<Values>>>>,
+    /// The lab before the fault: load, configuration and faults.
     #[serde(default)]
     pub setup: Setup,
     /// What must hold before the fault is injected.
@@ -57,6 +62,9 @@ pub struct Scenario {
     #[serde(default)]
     pub verify: VerifySettings,
 }
+
+/// Knob, fault or behaviour values by name, each with its position.
+pub type Values = BTreeMap<String, Spanned<Value>>;
 
 /// How hard a scenario is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -87,6 +95,10 @@ pub struct Setup {
     /// Knob values per service on top of the defaults (every other knob is reset).
     #[serde(default)]
     pub config: BTreeMap<String, Spanned<BTreeMap<String, Spanned<Value>>>>,
+    /// Fault values per service on top of the defaults (the fault channel, hidden from the
+    /// learner; every other fault is reset).
+    #[serde(default)]
+    pub faults: BTreeMap<String, Spanned<BTreeMap<String, Spanned<Value>>>>,
 }
 
 /// What must hold before the fault.
@@ -189,8 +201,12 @@ pub struct Step {
     pub load: Option<Spanned<Value>>,
     /// Patch one service's knobs (`PATCH /config`).
     pub config: Option<ConfigPatch>,
-    /// Deploy a version: patch `version` and the knobs that come with it.
+    /// Deploy a release: patch `version` (and operational knobs shipped with it).
     pub deploy: Option<Deploy>,
+    /// Set faults through the fault channel (`PATCH /faults`), hidden from the learner.
+    pub fault: Option<ConfigPatch>,
+    /// Bring a service's database schema back to what it declares (`POST /db/schema/sync`).
+    pub schema_sync: Option<SchemaSync>,
     /// Start, stop, restart or signal a process through the agent.
     pub process: Option<ProcessAction>,
     /// Tell the learner something in the incident feed.
@@ -215,15 +231,29 @@ pub enum Action {
         /// The knobs.
         values: BTreeMap<String, Value>,
     },
-    /// `PATCH /config` with `version` and knobs.
+    /// `PATCH /config` with `version` (the release to deploy) and operational knobs.
     Deploy {
         /// The service.
         service: String,
-        /// The new version label.
+        /// The release's version.
         version: String,
-        /// Knobs that change with the version.
+        /// Operational knobs that change with it.
         #[serde(default)]
         values: BTreeMap<String, Value>,
+    },
+    /// `PATCH /faults` on a service: the fault channel, hidden from the learner until the
+    /// debrief.
+    Fault {
+        /// The service.
+        service: String,
+        /// The faults.
+        values: BTreeMap<String, Value>,
+    },
+    /// `POST /db/schema/sync` on a service: creates what its schema declares and the database
+    /// lacks (a dropped index).
+    SchemaSync {
+        /// The service.
+        service: String,
     },
     /// A process command through the agent.
     Process {
@@ -247,6 +277,16 @@ pub enum Action {
         /// Its name.
         name: String,
     },
+}
+
+impl Action {
+    /// Whether a learner may send it (not the fault channel, not a notification or a phase).
+    pub fn is_learner_action(&self) -> bool {
+        !matches!(
+            self,
+            Action::Notify { .. } | Action::Phase { .. } | Action::Fault { .. }
+        )
+    }
 }
 
 impl Step {
@@ -273,6 +313,19 @@ impl Step {
                 service: d.service.value.clone(),
                 version: d.version.value.clone(),
                 values: unspan(&d.values),
+            });
+        }
+        if let Some(f) = &self.fault {
+            found.push("fault");
+            action = Some(Action::Fault {
+                service: f.service.value.clone(),
+                values: unspan(&f.values),
+            });
+        }
+        if let Some(s) = &self.schema_sync {
+            found.push("schema_sync");
+            action = Some(Action::SchemaSync {
+                service: s.service.value.clone(),
             });
         }
         if let Some(p) = &self.process {
@@ -315,17 +368,26 @@ pub struct ConfigPatch {
     pub values: BTreeMap<String, Spanned<Value>>,
 }
 
-/// A deploy: a new version label and the knobs it brings.
+/// A deploy: a release of the service's catalogue (or of the scenario's `releases`), and the
+/// operational knobs shipped with it.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Deploy {
     /// The service.
     pub service: Spanned<String>,
-    /// The version label the metrics will carry.
+    /// The release's version (the metrics' version label).
     pub version: Spanned<String>,
-    /// The knobs that change with the version.
+    /// Operational knobs that change with it.
     #[serde(default)]
     pub values: BTreeMap<String, Spanned<Value>>,
+}
+
+/// A schema synchronisation.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchemaSync {
+    /// The service that owns the database (`orders`).
+    pub service: Spanned<String>,
 }
 
 /// A process command.

@@ -12,8 +12,15 @@ use crate::{Diagnostic, model::Criterion};
 /// What a scenario may refer to in the SUT: each service's `/config` JSON Schema (as
 /// `GET /config` returns it), the processes the agent runs, and a check of load-generator plans.
 pub struct SutSchema {
-    /// Service name → the JSON Schema of its `/config` (an object with `properties`).
+    /// Service name → the JSON Schema of its `/config` (an object with `properties`; its
+    /// `version` knob's `enum` lists the built-in releases).
     pub configs: BTreeMap<String, Value>,
+    /// Service name → the JSON Schema of its faults (`/faults`).
+    pub faults: BTreeMap<String, Value>,
+    /// Service name → the JSON Schema of a release's behaviour.
+    pub behaviours: BTreeMap<String, Value>,
+    /// The services that have a database schema to synchronise.
+    pub schema_owners: Vec<String>,
     /// The processes the agent supervises.
     pub processes: Vec<String>,
     /// Checks a load plan: `(body, whole)`, `whole` for the setup's plan (`PUT /load`), else a
@@ -28,7 +35,27 @@ struct Checker<'a> {
     file: &'a str,
     source: &'a str,
     sut: &'a SutSchema,
+    /// Service → the versions the scenario ships.
+    shipped: BTreeMap<String, Vec<String>>,
     out: Vec<Diagnostic>,
+}
+
+/// Which of a service's settings a list of values is checked against.
+#[derive(Clone, Copy)]
+enum Surface {
+    Config,
+    Faults,
+    Behaviour,
+}
+
+impl Surface {
+    fn noun(self) -> &'static str {
+        match self {
+            Self::Config => "knob",
+            Self::Faults => "fault",
+            Self::Behaviour => "release behaviour",
+        }
+    }
 }
 
 impl Checker<'_> {
@@ -183,7 +210,16 @@ impl Checker<'_> {
     }
 
     fn knobs(&mut self, service: &Spanned<String>, values: &BTreeMap<String, Spanned<Value>>) {
-        let Some(schema) = self.sut.configs.get(&service.value) else {
+        self.values(Surface::Config, service, values);
+    }
+
+    fn values(&mut self, surface: Surface, service: &Spanned<String>, values: &BTreeMap<String, Spanned<Value>>) {
+        let schemas = match surface {
+            Surface::Config => &self.sut.configs,
+            Surface::Faults => &self.sut.faults,
+            Surface::Behaviour => &self.sut.behaviours,
+        };
+        let Some(schema) = schemas.get(&service.value) else {
             let known: Vec<&str> = self.sut.configs.keys().map(String::as_str).collect();
             self.err(
                 service.referenced,
@@ -200,14 +236,30 @@ impl Checker<'_> {
                 self.err(
                     value.referenced,
                     format!(
-                        "expected a knob of {} ({}), found `{knob}`",
+                        "expected a {} of {} ({}), found `{knob}`",
+                        surface.noun(),
                         service.value,
                         known.join(", ")
                     ),
                 );
                 continue;
             };
-            if let Err(expected) = fits(knob_schema, &value.value) {
+            let shipped = matches!(surface, Surface::Config)
+                && knob == "version"
+                && value.value.as_str().is_some_and(|v| {
+                    self.shipped
+                        .get(&service.value)
+                        .is_some_and(|list| list.iter().any(|s| s == v))
+                });
+            if shipped {
+                continue;
+            }
+            if let Err(mut expected) = fits(knob_schema, &value.value) {
+                if let (Surface::Config, "version", Some(shipped)) =
+                    (surface, knob.as_str(), self.shipped.get(&service.value))
+                {
+                    expected = format!("{expected}, or one of the scenario's releases ({})", shipped.join(", "));
+                }
                 self.err(
                     value.referenced,
                     format!(
@@ -239,7 +291,7 @@ impl Checker<'_> {
                 self.err(
                     loc,
                     format!(
-                        "expected exactly one action (load, config, deploy, process, notify, phase) in {where_}, found {found}"
+                        "expected exactly one action (load, config, deploy, fault, schema_sync, process, notify, phase) in {where_}, found {found}"
                     ),
                 );
             }
@@ -261,6 +313,21 @@ impl Checker<'_> {
                 ),
             );
             self.knobs(&d.service, &values);
+        }
+        if let Some(f) = &step.fault {
+            self.values(Surface::Faults, &f.service, &f.values);
+        }
+        if let Some(s) = &step.schema_sync
+            && !self.sut.schema_owners.contains(&s.service.value)
+        {
+            self.err(
+                s.service.referenced,
+                format!(
+                    "expected a service with a database schema ({}), found `{}`",
+                    self.sut.schema_owners.join(", "),
+                    s.service.value
+                ),
+            );
         }
         if let Some(p) = &step.process {
             if !self.sut.processes.contains(&p.name.value) {
@@ -308,6 +375,8 @@ fn step_location(step: &Step) -> Option<Location> {
         .or_else(|| step.load.as_ref().map(|l| l.referenced))
         .or_else(|| step.config.as_ref().map(|c| c.service.referenced))
         .or_else(|| step.deploy.as_ref().map(|d| d.service.referenced))
+        .or_else(|| step.fault.as_ref().map(|f| f.service.referenced))
+        .or_else(|| step.schema_sync.as_ref().map(|s| s.service.referenced))
         .or_else(|| step.process.as_ref().map(|p| p.name.referenced))
 }
 
@@ -318,10 +387,16 @@ pub fn validate(file: &str, s: &Scenario, sut: &SutSchema) -> Vec<Diagnostic> {
 }
 
 pub(crate) fn validate_source(file: &str, source: &str, s: &Scenario, sut: &SutSchema) -> Vec<Diagnostic> {
+    let shipped = s
+        .releases
+        .iter()
+        .map(|(service, releases)| (service.clone(), releases.value.keys().cloned().collect()))
+        .collect();
     let mut c = Checker {
         file,
         source,
         sut,
+        shipped,
         out: Vec::new(),
     };
     let id = &s.id;
@@ -384,6 +459,41 @@ pub(crate) fn validate_source(file: &str, source: &str, s: &Scenario, sut: &SutS
     for (service, values) in &s.setup.config {
         let service = Spanned::new(service.clone(), values.referenced, values.defined);
         c.knobs(&service, &values.value);
+    }
+    for (service, values) in &s.setup.faults {
+        let service = Spanned::new(service.clone(), values.referenced, values.defined);
+        c.values(Surface::Faults, &service, &values.value);
+    }
+
+    // Releases: each a new version with a valid behaviour.
+    for (service, releases) in &s.releases {
+        let spanned_service = Spanned::new(service.clone(), releases.referenced, releases.defined);
+        let builtin: Vec<String> = sut
+            .configs
+            .get(service)
+            .and_then(|schema| schema["properties"]["version"]["enum"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect();
+        for (version, behaviour) in &releases.value {
+            if version.is_empty() || version.chars().count() > 64 {
+                c.err(
+                    behaviour.referenced,
+                    format!("expected a version of 1 to 64 characters in {service}'s releases, found `{version}`"),
+                );
+            }
+            if builtin.contains(version) {
+                c.err(
+                    behaviour.referenced,
+                    format!(
+                        "expected a version {service} has not released yet (its built-in releases are {}), found `{version}`",
+                        builtin.join(", ")
+                    ),
+                );
+            }
+            c.values(Surface::Behaviour, &spanned_service, &behaviour.value);
+        }
     }
 
     // Steady state and criteria.
@@ -489,6 +599,13 @@ pub(crate) fn validate_source(file: &str, source: &str, s: &Scenario, sut: &SutS
     }
     for step in &s.fix.steps {
         c.step("a fix step", step, s.guide.referenced);
+        // The reference fix is what an operator does: the fault channel is not theirs.
+        if let Some(f) = &step.fault {
+            c.err(
+                f.service.referenced,
+                "expected an operator's action in a fix step (config, deploy, schema_sync, process, load), found a fault",
+            );
+        }
     }
     if !(s.verify.time_scale >= 1.0 && s.verify.time_scale <= 10.0) {
         c.err_key(

@@ -635,6 +635,17 @@ pub async fn set_order_items_index(db: &Database, present: bool) -> Result<(), s
     Ok(())
 }
 
+/// Brings the schema back to what the migrations declare: creates each declared index the
+/// database lacks (an operator's "re-create the index"). Returns the indexes it created.
+pub async fn sync_schema(db: &Database) -> Result<Vec<&'static str>, sqlx::Error> {
+    let mut created = Vec::new();
+    if !order_items_index_exists(db).await? {
+        set_order_items_index(db, true).await?;
+        created.push("order_items_order_idx");
+    }
+    Ok(created)
+}
+
 /// Whether the index on `order_items (order_id)` exists.
 pub async fn order_items_index_exists(db: &Database) -> Result<bool, sqlx::Error> {
     let query = match db.backend() {

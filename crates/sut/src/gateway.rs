@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use observastack_common::config::{ConfigSpec, ConfigStore, Knob};
+use observastack_common::config::{ConfigSpec, ConfigStore, Knob, Versions};
 use observastack_common::http::{
     HttpMetrics, Instrumentation, LatencyHistogram, Readiness, TraceExemplar, VersionLabel, VersionOnly,
     error_response, instrumented, latency_histogram,
@@ -36,6 +36,7 @@ use crate::{AdminAddr, Running, ServiceArgs};
 
 /// The gateway's knobs.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct GatewayConfig {
     /// Connections to the orders service (requests in flight to it at once).
     pub orders_pool_size: i64,
@@ -47,8 +48,46 @@ pub struct GatewayConfig {
     pub retry_backoff_ms: i64,
     /// Requests per second the shop API admits (token bucket, one second of burst); 0 is off.
     pub rate_limit_rps: i64,
-    /// The version label on every metric.
+    /// The deployed release (one of the catalogue's versions), on every metric's version label.
     pub version: String,
+}
+
+/// The gateway's release behaviour: none of its releases differs yet (a later scenario's
+/// release may add a field here).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayBehaviour {}
+
+/// The gateway's faults: none yet (the network faults of its hop come with the fault proxy).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayFaults {}
+
+/// The built-in release catalogue of the gateway.
+pub const BUILTIN_RELEASES: &[&str] = &["1.0.0"];
+
+/// What a release of the gateway can do (nothing differs yet).
+pub fn behaviour_spec() -> ConfigSpec {
+    ConfigSpec {
+        service: "gateway",
+        knobs: vec![],
+    }
+}
+
+/// The gateway's faults (none yet).
+pub fn fault_spec() -> ConfigSpec {
+    ConfigSpec {
+        service: "gateway",
+        knobs: vec![],
+    }
+}
+
+fn hidden_spec() -> crate::HiddenSpec {
+    crate::HiddenSpec {
+        behaviour: behaviour_spec(),
+        builtin: BUILTIN_RELEASES.iter().map(|v| (*v, serde_json::json!({}))).collect(),
+        faults: fault_spec(),
+    }
 }
 
 impl crate::Versioned for GatewayConfig {
@@ -97,11 +136,10 @@ pub fn config_spec() -> ConfigSpec {
                 0,
                 "Requests per second the shop API admits (one second of burst); the rest get 429. 0 turns the limit off.",
             ),
-            Knob::text(
-                "version",
-                64,
+            Knob::version(
                 "1.0.0",
-                "The deployed version, put on every metric's version label.",
+                Versions::new(BUILTIN_RELEASES.iter().map(|v| (*v).to_owned())),
+                "The deployed release, one of the versions released so far; put on every metric's version label.",
             ),
         ],
     }
@@ -470,7 +508,17 @@ pub struct GatewayArgs {
 
 /// Starts the gateway and returns once it listens.
 pub async fn start(args: GatewayArgs, shutdown: CancellationToken) -> anyhow::Result<Running> {
-    let (mut registry, config, version) = crate::knobs::<GatewayConfig>("gateway", config_spec(), &args.common)?;
+    let crate::Knobs {
+        mut registry,
+        config,
+        hidden,
+        version,
+    } = crate::knobs::<GatewayConfig, GatewayBehaviour, GatewayFaults>(
+        "gateway",
+        config_spec(),
+        hidden_spec(),
+        &args.common,
+    )?;
     let initial = config.current();
     let metrics = GatewayMetrics::register(&mut registry);
     metrics.zero_counters(&config.current().version);
@@ -482,6 +530,7 @@ pub async fn start(args: GatewayArgs, shutdown: CancellationToken) -> anyhow::Re
         &args.common,
         &AdminAddr(args.admin_listen),
         config.clone(),
+        hidden.router(crate::hidden::fault_token()),
         registry,
         readiness.clone(),
         shutdown.clone(),

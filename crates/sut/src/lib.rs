@@ -5,9 +5,11 @@
 //! - [`gateway`]: the user path. An HTML shop page and a JSON API, calling the orders service
 //!   through a bounded connection pool with timeout and retry knobs.
 //! - [`orders`]: the business logic on a database pool ([`db`]), with the worker-pool limit
-//!   ([`limiter`]), the `process_business_data` CPU work ([`business`]), query plans and
-//!   injected faults as knobs.
+//!   ([`limiter`]), the `process_business_data` CPU work ([`business`]) and query plans.
 //! - [`worker`]: drains the fulfilment queue kept in the database.
+//!
+//! What a release does and the faults in force are [`hidden`]: a release catalogue and a fault
+//! channel, never in `/config`.
 //!
 //! Every service has an admin listener (secure path) with `/config`, `/metrics`, `/healthz` and
 //! `/readyz`, built from `observastack_common`. A service is started by its `start(args,
@@ -17,6 +19,7 @@
 pub mod business;
 pub mod db;
 pub mod gateway;
+pub mod hidden;
 pub mod limiter;
 pub mod orders;
 pub mod worker;
@@ -25,6 +28,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use axum::Router;
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -77,11 +81,13 @@ pub struct Running {
 impl Running {
     /// Binds and serves the admin listener: `/config` (token-guarded), `/metrics`, `/healthz`,
     /// `/readyz`.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn start_admin<T>(
         service: &'static str,
         args: &ServiceArgs,
         admin: &AdminAddr,
         config: Arc<ConfigStore<T>>,
+        hidden: Router,
         registry: Registry,
         readiness: Readiness,
         shutdown: CancellationToken,
@@ -91,7 +97,7 @@ impl Running {
     {
         check_secure_bind(&admin.0, args.admin_token.as_deref())?;
         let listener = observastack_common::bind(admin.0, "--admin-listen").await?;
-        let router = require_token(config_routes(config), args.admin_token.clone()).merge(health_routes(
+        let router = require_token(config_routes(config).merge(hidden), args.admin_token.clone()).merge(health_routes(
             service,
             Arc::new(registry),
             readiness,
@@ -157,16 +163,55 @@ pub(crate) trait Versioned {
     fn version(&self) -> &str;
 }
 
+/// A service's hidden surface: its release behaviour spec with the built-in catalogue, and its
+/// fault spec (see [`hidden`]).
+pub(crate) struct HiddenSpec {
+    /// The code behaviour a release can have.
+    pub behaviour: observastack_common::config::ConfigSpec,
+    /// The built-in releases, oldest first (the first is deployed at start).
+    pub builtin: Vec<(&'static str, serde_json::Value)>,
+    /// The faults the orchestrator can set.
+    pub faults: observastack_common::config::ConfigSpec,
+}
+
+/// What a service sets up first.
+pub(crate) struct Knobs<T, B, F> {
+    /// Its registry, with the constant `service` label.
+    pub registry: Registry,
+    /// Its `/config`.
+    pub config: Arc<ConfigStore<T>>,
+    /// Its releases and faults.
+    pub hidden: Arc<hidden::Hidden<B, F>>,
+    /// The version label, read from the `version` knob.
+    pub version: observastack_common::http::VersionLabel,
+}
+
 /// What every service sets up first: its registry (with the constant `service` label), its
-/// knobs at their defaults overridden by `--config`, and the version label read from them.
-pub(crate) fn knobs<T>(
+/// hidden surface (releases and faults, restored from their state file), its knobs at their
+/// defaults overridden by `--config` and the saved state, the behaviour of the deployed
+/// release, and the version label read from the knobs.
+pub(crate) fn knobs<T, B, F>(
     service: &'static str,
     spec: observastack_common::config::ConfigSpec,
+    hidden_spec: HiddenSpec,
     args: &ServiceArgs,
-) -> anyhow::Result<(Registry, Arc<ConfigStore<T>>, observastack_common::http::VersionLabel)>
+) -> anyhow::Result<Knobs<T, B, F>>
 where
     T: DeserializeOwned + Serialize + Send + Sync + Versioned + 'static,
+    B: DeserializeOwned + Send + Sync + 'static,
+    F: DeserializeOwned + Serialize + Send + Sync + 'static,
 {
+    let versions = spec
+        .versions()
+        .ok_or_else(|| anyhow::anyhow!("{service}: the config spec has no version knob"))?;
+    let hidden = hidden::Hidden::<B, F>::new(
+        service,
+        hidden_spec.behaviour,
+        &hidden_spec.builtin,
+        hidden_spec.faults,
+        versions,
+        args.config_state.as_deref().map(|p| p.with_extension("hidden.json")),
+    )?;
     let mut registry = Registry::with_labels(std::iter::once(("service".into(), service.into())));
     let mut initial = args.initial_config()?;
     let saved = args.config_state.as_deref().and_then(read_config_state);
@@ -194,9 +239,22 @@ where
             }
         });
     }
+    // The deployed release's behaviour follows the version knob, before PATCH answers.
+    hidden.select(config.current().version());
+    let selector = hidden.clone();
+    config.on_change(move |applied, next| {
+        if applied.version() != next.version() {
+            selector.select(next.version());
+        }
+    });
     let source = config.clone();
     let version = observastack_common::http::VersionLabel::from_fn(move || source.current().version().to_owned());
-    Ok((registry, config, version))
+    Ok(Knobs {
+        registry,
+        config,
+        hidden,
+        version,
+    })
 }
 
 /// The saved configuration at `path`, if there is a readable one.

@@ -1,9 +1,11 @@
 //! The orders service: the shop's business logic on a database pool.
 //!
 //! Its API (called by the gateway) runs every request through the worker pool (the
-//! `concurrency_limit` knob), then the injected faults, then the handler. The knobs are the
-//! failure surface of the scenarios: CPU regression, worker pool, connection pool, slow queries,
-//! a bad deploy's validation, a memory leak, a crash loop and a connection leak.
+//! `concurrency_limit` knob), then what the deployed release and the faults do to every request,
+//! then the handler. `/config` holds the operational knobs (`config_spec`); the code behaviour of
+//! each release (`behaviour_spec`: the quadratic algorithm, query plans, the bad validation, the
+//! leaks, the crashing pricing engine, the cache without coalescing) and the faults
+//! (`fault_spec`) are hidden (`crate::hidden`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,7 +28,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use observastack_common::config::{ConfigSpec, ConfigStore, Knob};
+use observastack_common::config::{ConfigSpec, ConfigStore, Knob, Versions};
 use observastack_common::http::{
     HttpMetrics, Instrumentation, LatencyHistogram, Readiness, TraceExemplar, VersionLabel, VersionOnly,
     error_response, instrumented, latency_histogram,
@@ -34,11 +36,13 @@ use observastack_common::http::{
 
 use crate::business::{Algorithm, process_business_data};
 use crate::db::{self, Database, DbError, NewLine, PlaceError, QueryCount, QueryMode};
+use crate::hidden::Hidden;
 use crate::limiter::Limiter;
 use crate::{AdminAddr, Running, ServiceArgs};
 
-/// The orders service's knobs, as `/config` holds them.
+/// The orders service's operational knobs, as `/config` holds them.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct OrdersConfig {
     /// Requests processed at once (the worker pool); the rest queue.
     pub concurrency_limit: i64,
@@ -46,32 +50,49 @@ pub struct OrdersConfig {
     pub db_pool_size: i64,
     /// How long a request waits for a free connection before failing with 503.
     pub db_acquire_timeout_ms: i64,
+    /// How long the computed catalogue is served from the cache, in ms; 0 disables the cache.
+    pub catalogue_cache_ttl_ms: i64,
+    /// The deployed release (one of the catalogue's versions), on every metric's version label.
+    pub version: String,
+}
+
+/// What a release of orders does: its code behaviour, hidden from `/config` (see
+/// [`crate::hidden`]). The defaults are the healthy code.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrdersBehaviour {
     /// `process_business_data` implementation.
     pub algorithm: Algorithm,
     /// How order reads are planned.
     pub query_mode: QueryMode,
-    /// Extra latency added to every API request, in ms.
-    pub injected_latency_ms: i64,
-    /// Fraction of API requests failed with 500 on purpose.
-    pub error_rate: f64,
-    /// Order validation: v2 is the release that fails orders of more than four units.
+    /// Order validation: v2 fails orders of more than four units.
     pub order_validation: OrderValidation,
     /// KB of every API request kept in a history that is never trimmed (the leak).
     pub request_history_kb: i64,
-    /// Feature flag whose code path makes the process exit after some requests.
+    /// The bulk pricing engine, whose cache overflow makes the process exit after some requests.
     pub bulk_pricing: bool,
     /// The order lookup's early-return path forgets to give its connection back.
     pub connection_leak: bool,
-    /// Whether the index on `order_items (order_id)` exists (false drops it).
-    pub order_items_index: bool,
-    /// Network round trip to the database per statement, in ms (a database on another host).
-    pub db_round_trip_ms: i64,
-    /// How long the computed catalogue is served from the cache, in ms; 0 disables the cache.
-    pub catalogue_cache_ttl_ms: i64,
     /// One request recomputes an expired catalogue while the others wait for it.
     pub catalogue_cache_coalescing: bool,
-    /// The version label on every metric.
-    pub version: String,
+    /// A synchronous call to a slow downstream service on every API request, in ms.
+    pub downstream_latency_ms: i64,
+    /// Fraction of API requests whose inventory reservation fails (a 500).
+    pub error_rate: f64,
+}
+
+/// The faults the orchestrator sets on orders through the fault channel.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrdersFaults {
+    /// Extra latency added to every API request, in ms (a slow environment).
+    pub injected_latency_ms: i64,
+    /// Fraction of API requests failed with 500 (an error burst).
+    pub error_rate: f64,
+    /// Network round trip to the database per statement, in ms (a database on another host).
+    pub db_round_trip_ms: i64,
+    /// Whether the index on `order_items (order_id)` should exist; false drops it.
+    pub order_items_index: bool,
 }
 
 /// How `POST /orders` validates an order.
@@ -84,7 +105,7 @@ pub enum OrderValidation {
     V2,
 }
 
-/// Requests the `bulk_pricing` flag's code path survives before the process exits.
+/// Requests the `bulk_pricing` code path survives before the process exits.
 pub const BULK_PRICING_CRASH_AFTER: u64 = 150;
 
 impl crate::Versioned for OrdersConfig {
@@ -93,7 +114,11 @@ impl crate::Versioned for OrdersConfig {
     }
 }
 
-/// The declared knobs of the orders service.
+/// The built-in release catalogue of orders: the versions a lab starts with. Scenarios ship
+/// their own on top (`PUT /releases`).
+pub const BUILTIN_RELEASES: &[&str] = &["1.0.0"];
+
+/// The declared operational knobs of the orders service (what `/config` shows).
 pub fn config_spec() -> ConfigSpec {
     ConfigSpec {
         service: "orders",
@@ -113,6 +138,27 @@ pub fn config_spec() -> ConfigSpec {
                 3000,
                 "How long a request waits for a free database connection before failing with 503.",
             ),
+            Knob::integer(
+                "catalogue_cache_ttl_ms",
+                0,
+                600_000,
+                10_000,
+                "How long the computed product catalogue is served from the cache; 0 disables the cache.",
+            ),
+            Knob::version(
+                "1.0.0",
+                Versions::new(BUILTIN_RELEASES.iter().map(|v| (*v).to_owned())),
+                "The deployed release, one of the versions released so far; put on every metric's version label.",
+            ),
+        ],
+    }
+}
+
+/// What a release of orders can do (hidden: the release catalogue's values).
+pub fn behaviour_spec() -> ConfigSpec {
+    ConfigSpec {
+        service: "orders",
+        knobs: vec![
             Knob::one_of(
                 "algorithm",
                 &["v1", "v2"],
@@ -124,20 +170,6 @@ pub fn config_spec() -> ConfigSpec {
                 &["indexed", "full_scan", "n_plus_one"],
                 "indexed",
                 "How order reads query the database: with indexes, by full table scans, or one query per related row (N+1).",
-            ),
-            Knob::integer(
-                "injected_latency_ms",
-                0,
-                60_000,
-                0,
-                "Extra latency added to every API request, holding its worker slot.",
-            ),
-            Knob::number(
-                "error_rate",
-                0.0,
-                1.0,
-                0.0,
-                "Fraction of API requests that fail with 500 on purpose.",
             ),
             Knob::one_of(
                 "order_validation",
@@ -155,7 +187,7 @@ pub fn config_spec() -> ConfigSpec {
             Knob::boolean(
                 "bulk_pricing",
                 false,
-                "Feature flag: the bulk pricing engine, whose cache overflow makes the process exit after 150 requests.",
+                "The bulk pricing engine, whose cache overflow makes the process exit after 150 requests.",
             ),
             Knob::boolean(
                 "connection_leak",
@@ -163,9 +195,46 @@ pub fn config_spec() -> ConfigSpec {
                 "The order lookup's early-return path (every eighth order) forgets to give its database connection back.",
             ),
             Knob::boolean(
-                "order_items_index",
+                "catalogue_cache_coalescing",
                 true,
-                "Whether the index on order_items (order_id) behind the order page exists: false drops it (a migration gone wrong), true creates it again.",
+                "When the cached catalogue expires, one request recomputes it while the others wait; false lets every request that finds it expired recompute it (a stampede).",
+            ),
+            Knob::integer(
+                "downstream_latency_ms",
+                0,
+                60_000,
+                0,
+                "A synchronous call to a slow downstream service on every API request, holding its worker slot.",
+            ),
+            Knob::number(
+                "error_rate",
+                0.0,
+                1.0,
+                0.0,
+                "Fraction of API requests whose inventory reservation fails with a 500.",
+            ),
+        ],
+    }
+}
+
+/// The faults of orders (hidden: the fault channel).
+pub fn fault_spec() -> ConfigSpec {
+    ConfigSpec {
+        service: "orders",
+        knobs: vec![
+            Knob::integer(
+                "injected_latency_ms",
+                0,
+                60_000,
+                0,
+                "Extra latency added to every API request, holding its worker slot.",
+            ),
+            Knob::number(
+                "error_rate",
+                0.0,
+                1.0,
+                0.0,
+                "Fraction of API requests that fail with 500 (an error burst).",
             ),
             Knob::integer(
                 "db_round_trip_ms",
@@ -174,25 +243,20 @@ pub fn config_spec() -> ConfigSpec {
                 0,
                 "Network round trip to the database added to every statement, holding its connection (a database on another host); 0 is a local database.",
             ),
-            Knob::integer(
-                "catalogue_cache_ttl_ms",
-                0,
-                600_000,
-                10_000,
-                "How long the computed catalogue (with each product's popularity, an aggregate over every order line) is served from the cache; 0 disables the cache.",
-            ),
             Knob::boolean(
-                "catalogue_cache_coalescing",
+                "order_items_index",
                 true,
-                "When the cached catalogue expires, one request recomputes it while the others wait; false lets every request that finds it expired recompute it (a stampede).",
-            ),
-            Knob::text(
-                "version",
-                64,
-                "1.0.0",
-                "The deployed version, put on every metric's version label.",
+                "Whether the index on order_items (order_id) behind the order page exists: false drops it (a migration gone wrong); true creates it again.",
             ),
         ],
+    }
+}
+
+fn hidden_spec() -> crate::HiddenSpec {
+    crate::HiddenSpec {
+        behaviour: behaviour_spec(),
+        builtin: BUILTIN_RELEASES.iter().map(|v| (*v, json!({}))).collect(),
+        faults: fault_spec(),
     }
 }
 
@@ -200,12 +264,6 @@ pub fn config_spec() -> ConfigSpec {
 struct QueryLabels {
     version: String,
     query: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct AlgorithmLabels {
-    version: String,
-    algorithm: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -227,11 +285,9 @@ struct OrdersMetrics {
     db_pool_timeouts: Family<VersionOnly, Counter>,
     db_queries_per_request: Family<QueryLabels, Histogram, fn() -> Histogram>,
     db_query_duration: Family<QueryLabels, LatencyHistogram, fn() -> LatencyHistogram>,
-    process_duration: Family<AlgorithmLabels, LatencyHistogram, fn() -> LatencyHistogram>,
-    injected_errors: Family<VersionOnly, Counter>,
+    process_duration: Family<VersionOnly, LatencyHistogram, fn() -> LatencyHistogram>,
     request_history_bytes: Family<VersionOnly, Gauge>,
     validation_failures: Family<VersionOnly, Counter>,
-    leaked_connections: Family<VersionOnly, Gauge>,
     cache_requests: Family<CacheLabels, Counter>,
     cache_recomputing: Family<VersionOnly, Gauge>,
 }
@@ -260,16 +316,14 @@ impl OrdersMetrics {
             db_queries_per_request: Family::new_with_constructor(queries_histogram as fn() -> Histogram),
             db_query_duration: Family::new_with_constructor(latency_histogram as fn() -> LatencyHistogram),
             process_duration: Family::new_with_constructor(latency_histogram as fn() -> LatencyHistogram),
-            injected_errors: Family::default(),
             request_history_bytes: Family::default(),
             validation_failures: Family::default(),
-            leaked_connections: Family::default(),
             cache_requests: Family::default(),
             cache_recomputing: Family::default(),
         };
         registry.register(
             "orders_concurrency_limit",
-            "Requests the worker pool processes at once (concurrency_limit knob)",
+            "Requests the worker pool processes at once (concurrency_limit)",
             m.concurrency_limit.clone(),
         );
         registry.register(
@@ -289,7 +343,7 @@ impl OrdersMetrics {
         );
         registry.register(
             "orders_db_pool_max_connections",
-            "Size of the database pool (db_pool_size knob)",
+            "Size of the database pool (db_pool_size)",
             m.db_pool_max.clone(),
         );
         registry.register(
@@ -323,18 +377,13 @@ impl OrdersMetrics {
             m.process_duration.clone(),
         );
         registry.register(
-            "orders_injected_errors",
-            "Requests failed on purpose (error_rate knob)",
-            m.injected_errors.clone(),
-        );
-        registry.register(
             "orders_request_history_bytes",
-            "Bytes held by the in-process request history (request_history_kb knob)",
+            "Bytes held by the in-process history of recent requests",
             m.request_history_bytes.clone(),
         );
         registry.register(
             "orders_validation_failures",
-            "Orders that failed validation with an internal error (order_validation v2)",
+            "Orders that failed validation with an internal error",
             m.validation_failures.clone(),
         );
         registry.register(
@@ -347,11 +396,6 @@ impl OrdersMetrics {
             "Catalogue queries running now",
             m.cache_recomputing.clone(),
         );
-        registry.register(
-            "orders_db_connections_leaked",
-            "Database connections taken from the pool and never given back (connection_leak knob)",
-            m.leaked_connections.clone(),
-        );
         m
     }
 
@@ -361,7 +405,6 @@ impl OrdersMetrics {
         let v = VersionOnly {
             version: version.to_owned(),
         };
-        let _ = self.injected_errors.get_or_create(&v);
         let _ = self.validation_failures.get_or_create(&v);
         let _ = self.db_pool_timeouts.get_or_create(&v);
     }
@@ -374,7 +417,6 @@ impl OrdersMetrics {
         self.db_pool_max.clear();
         self.db_pool_connections.clear();
         self.request_history_bytes.clear();
-        self.leaked_connections.clear();
         self.cache_recomputing.clear();
     }
 }
@@ -384,6 +426,7 @@ impl OrdersMetrics {
 pub struct OrdersState {
     db: Arc<Database>,
     config: Arc<ConfigStore<OrdersConfig>>,
+    hidden: Arc<Hidden<OrdersBehaviour, OrdersFaults>>,
     limiter: Arc<Limiter>,
     metrics: OrdersMetrics,
     version: VersionLabel,
@@ -428,9 +471,11 @@ async fn worker_pool(State(state): State<OrdersState>, req: Request, next: Next)
     response
 }
 
-/// The `injected_latency_ms`, `error_rate`, `request_history_kb` and `bulk_pricing` knobs.
+/// What the deployed release does to every request (its history, the bulk pricing engine, a
+/// slow downstream call, failing reservations) and the faults in force (latency, errors).
 async fn faults(State(state): State<OrdersState>, req: Request, next: Next) -> Response {
-    let config = state.config.current();
+    let config = state.hidden.behaviour();
+    let faults = state.hidden.faults();
     if config.request_history_kb > 0 {
         // Every page written, so the memory is resident, not only reserved.
         let entry = vec![0x5a_u8; config.request_history_kb as usize * 1024].into_boxed_slice();
@@ -453,23 +498,28 @@ async fn faults(State(state): State<OrdersState>, req: Request, next: Next) -> R
             std::process::exit(70);
         }
     }
-    if config.injected_latency_ms > 0 {
-        tokio::time::sleep(Duration::from_millis(config.injected_latency_ms as u64)).await;
+    if faults.injected_latency_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(faults.injected_latency_ms as u64)).await;
     }
-    if config.error_rate > 0.0 && fastrand::f64() < config.error_rate {
-        state
-            .metrics
-            .injected_errors
-            .get_or_create(&VersionOnly {
-                version: state.version.get(),
-            })
-            .inc();
-        tracing::error!(error_rate = config.error_rate, "Injected failure.");
+    if config.downstream_latency_ms > 0 {
+        let wait = Duration::from_millis(config.downstream_latency_ms as u64);
+        tokio::time::sleep(wait)
+            .instrument(tracing::info_span!(
+                "address.validate",
+                otel.kind = "client",
+                peer.service = "postal-provider"
+            ))
+            .await;
+    }
+    // The release's failure and the fault's burst are independent causes of the same error.
+    let failing = 1.0 - (1.0 - config.error_rate) * (1.0 - faults.error_rate);
+    if failing > 0.0 && fastrand::f64() < failing {
+        tracing::error!(error = "connection reset by peer", "Inventory reservation failed.");
         return error_response(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "injected_failure",
+            "internal",
             None,
-            "injected failure (error_rate knob)",
+            "inventory reservation failed: connection reset by peer",
         );
     }
     next.run(req).await
@@ -531,7 +581,7 @@ impl OrdersState {
     /// The `db_round_trip_ms` knob: the network time of `count` statements, spent while the
     /// connection is held (called before the connection is released).
     async fn round_trips(&self, count: &QueryCount) {
-        let rtt = self.config.current().db_round_trip_ms;
+        let rtt = self.hidden.faults().db_round_trip_ms;
         if rtt > 0 {
             tokio::time::sleep(Duration::from_millis(rtt as u64 * u64::from(count.0))).await;
         }
@@ -583,8 +633,8 @@ fn catalogue_response(body: axum::body::Bytes) -> Response {
 }
 
 async fn list_products(State(state): State<OrdersState>) -> Response {
-    let config = state.config.current();
-    let ttl = Duration::from_millis(config.catalogue_cache_ttl_ms as u64);
+    let ttl = Duration::from_millis(state.config.current().catalogue_cache_ttl_ms as u64);
+    let coalescing = state.hidden.behaviour().catalogue_cache_coalescing;
     let cache = &state.catalogue;
     if let Some(hit) = cache.fresh(ttl) {
         state.cache_result("hit");
@@ -592,7 +642,7 @@ async fn list_products(State(state): State<OrdersState>) -> Response {
     }
     // An expired entry: with coalescing one request recomputes it and the others wait for it;
     // without, every request that finds it expired runs the query itself (a stampede).
-    let _refill = if config.catalogue_cache_coalescing && !ttl.is_zero() {
+    let _refill = if coalescing && !ttl.is_zero() {
         let guard = cache.refill.lock().await;
         if let Some(hit) = cache.fresh(ttl) {
             state.cache_result("coalesced");
@@ -675,7 +725,7 @@ async fn place_order(State(state): State<OrdersState>, body: axum::body::Bytes) 
             &format!("quantity must be from 1 to 100, found {}", bad.quantity),
         );
     }
-    if state.config.current().order_validation == OrderValidation::V2 {
+    if state.hidden.behaviour().order_validation == OrderValidation::V2 {
         let units: i64 = order.items.iter().map(|l| l.quantity).sum();
         if units > 4 {
             state
@@ -750,7 +800,7 @@ async fn get_order(State(state): State<OrdersState>, Path(id): Path<String>) -> 
             &format!("order id must be an integer, found {id:?}"),
         );
     };
-    let config = state.config.current();
+    let config = state.hidden.behaviour();
     let mode = config.query_mode;
     let mut conn = match state.connection().await {
         Ok(c) => c,
@@ -819,12 +869,8 @@ async fn process(State(state): State<OrdersState>, body: axum::body::Bytes) -> R
             &format!("items must be from 1 to {MAX_ITEMS}, found {}", request.items),
         );
     }
-    let algorithm = state.config.current().algorithm;
-    let span = tracing::info_span!(
-        "process_business_data",
-        algorithm = algorithm.as_str(),
-        items = request.items
-    );
+    let algorithm = state.hidden.behaviour().algorithm;
+    let span = tracing::info_span!("process_business_data", items = request.items);
     let exemplar = span.in_scope(TraceExemplar::current);
     let started = std::time::Instant::now();
     let report = {
@@ -832,9 +878,8 @@ async fn process(State(state): State<OrdersState>, body: axum::body::Bytes) -> R
         tokio::task::spawn_blocking(move || span.in_scope(|| process_business_data(request.items, algorithm))).await
     };
     let elapsed = started.elapsed();
-    let labels = AlgorithmLabels {
+    let labels = VersionOnly {
         version: state.version.get(),
-        algorithm: algorithm.as_str().to_owned(),
     };
     state
         .metrics
@@ -843,7 +888,6 @@ async fn process(State(state): State<OrdersState>, body: axum::body::Bytes) -> R
         .observe(elapsed.as_secs_f64(), exemplar, None);
     match report {
         Ok(report) => Json(json!({
-            "algorithm": algorithm.as_str(),
             "report": report,
             "elapsed_ms": elapsed.as_secs_f64() * 1000.0,
         }))
@@ -890,19 +934,33 @@ pub struct OrdersArgs {
 /// Starts the orders service: admin listener first (so `/healthz` answers during migrations),
 /// then database and migrations, then the API. Returns once it is ready.
 pub async fn start(args: OrdersArgs, shutdown: CancellationToken) -> anyhow::Result<Running> {
-    let (mut registry, config, version) = crate::knobs::<OrdersConfig>("orders", config_spec(), &args.common)?;
+    let crate::Knobs {
+        mut registry,
+        config,
+        hidden,
+        version,
+    } = crate::knobs::<OrdersConfig, OrdersBehaviour, OrdersFaults>(
+        "orders",
+        config_spec(),
+        hidden_spec(),
+        &args.common,
+    )?;
     let initial = config.current();
     let metrics = OrdersMetrics::register(&mut registry);
     metrics.zero_counters(&initial.version);
     let http = HttpMetrics::register(&mut registry);
 
     let api_listener = observastack_common::bind(args.listen, "--listen").await?;
+    let schema_db: Arc<tokio::sync::OnceCell<Arc<Database>>> = Arc::default();
     let readiness = Readiness::new("connecting to the database");
     let mut running = Running::start_admin(
         "orders",
         &args.common,
         &AdminAddr(args.admin_listen),
         config.clone(),
+        hidden
+            .router(crate::hidden::fault_token())
+            .merge(schema_routes(schema_db.clone())),
         registry,
         readiness.clone(),
         shutdown.clone(),
@@ -921,10 +979,12 @@ pub async fn start(args: OrdersArgs, shutdown: CancellationToken) -> anyhow::Res
         "Database schema is up to date."
     );
 
+    let _ = schema_db.set(db.clone());
     let limiter = Limiter::new(initial.concurrency_limit as usize);
     let state = OrdersState {
         db,
         config,
+        hidden,
         limiter,
         metrics,
         version: version.clone(),
@@ -934,16 +994,19 @@ pub async fn start(args: OrdersArgs, shutdown: CancellationToken) -> anyhow::Res
         leaked: Arc::default(),
         catalogue: Arc::default(),
     };
-    // The database follows the knob: a service restarted with the index dropped keeps it
-    // dropped, and a new lab on a database an earlier one left without it gets it back.
-    match db::order_items_index_exists(&state.db).await {
-        Ok(exists) if exists != initial.order_items_index => {
-            if let Err(error) = db::set_order_items_index(&state.db, initial.order_items_index).await {
-                tracing::error!(%error, "Failed to bring the order_items index in line with the config.");
+    // The database keeps what was done to it: a restarted service leaves a dropped index
+    // dropped (re-creating it is the learner's fix), but a new lab on a database an earlier one
+    // left without it, with no fault in force, gets it back.
+    if state.hidden.faults().order_items_index {
+        match db::order_items_index_exists(&state.db).await {
+            Ok(false) => {
+                if let Err(error) = db::set_order_items_index(&state.db, true).await {
+                    tracing::error!(%error, "Failed to create the order_items index.");
+                }
             }
+            Ok(true) => {}
+            Err(error) => tracing::error!(%error, "Failed to look up the order_items index."),
         }
-        Ok(_) => {}
-        Err(error) => tracing::error!(%error, "Failed to look up the order_items index."),
     }
     apply_config_changes(&state);
     spawn_sampler(state.clone(), shutdown.clone());
@@ -955,8 +1018,44 @@ pub async fn start(args: OrdersArgs, shutdown: CancellationToken) -> anyhow::Res
     Ok(running)
 }
 
+/// The admin listener's database maintenance: `POST /db/schema/sync` creates what the schema
+/// declares and the database lacks (indexes), as an operator re-applying the schema would.
+fn schema_routes(db: Arc<tokio::sync::OnceCell<Arc<Database>>>) -> Router {
+    Router::new().route(
+        "/db/schema/sync",
+        post(move || async move {
+            let Some(db) = db.get() else {
+                return error_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not_ready",
+                    None,
+                    "the database is not connected yet",
+                );
+            };
+            let started = std::time::Instant::now();
+            match db::sync_schema(db).await {
+                Ok(created) => {
+                    tracing::info!(
+                        ?created,
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "Schema synchronised."
+                    );
+                    Json(json!({"created": created, "elapsed_ms": started.elapsed().as_millis() as u64}))
+                        .into_response()
+                }
+                Err(error) => {
+                    tracing::error!(%error, "Schema synchronisation failed.");
+                    error_response(StatusCode::INTERNAL_SERVER_ERROR, "db_error", None, &error.to_string())
+                }
+            }
+        }),
+    )
+}
+
 /// Applies accepted config changes that need more than reading the current value.
 fn apply_config_changes(state: &OrdersState) {
+    let db = state.db.clone();
+    let hidden = state.hidden.clone();
     let state = state.clone();
     let config = state.config.clone();
     config.on_change(move |applied, next| {
@@ -974,20 +1073,22 @@ fn apply_config_changes(state: &OrdersState) {
             state.metrics.clear_gauges();
             state.metrics.zero_counters(&next.version);
         }
+    });
+    hidden.fault_store().on_change(move |applied, next| {
         if next.order_items_index != applied.order_items_index {
-            // DDL takes a while on 300,000 rows: done in the background, logged when done.
-            let (db, present) = (state.db.clone(), next.order_items_index);
+            // DDL takes a while on 300,000 rows: done in the background. Only re-creating it is
+            // logged: the drop is the fault, and a learner finds it by its effects.
+            let (db, present) = (db.clone(), next.order_items_index);
             tokio::spawn(async move {
                 let started = std::time::Instant::now();
                 match db::set_order_items_index(&db, present).await {
-                    Ok(()) => tracing::info!(
+                    Ok(()) if present => tracing::info!(
                         index = "order_items_order_idx",
-                        present,
                         elapsed_ms = started.elapsed().as_millis() as u64,
-                        "{}",
-                        if present { "Index created." } else { "Index dropped." }
+                        "Index created."
                     ),
-                    Err(error) => tracing::error!(%error, present, "Failed to change the order_items index."),
+                    Ok(()) => {}
+                    Err(error) => tracing::debug!(%error, present, "Failed to change the order_items index."),
                 }
             });
         }
@@ -1010,9 +1111,6 @@ fn spawn_sampler(state: OrdersState, shutdown: CancellationToken) {
             m.request_history_bytes
                 .get_or_create(&v)
                 .set(state.history_bytes.load(relaxed) as i64);
-            m.leaked_connections
-                .get_or_create(&v)
-                .set(state.leaked.load(relaxed) as i64);
             m.cache_recomputing
                 .get_or_create(&v)
                 .set(state.catalogue.recomputing.load(relaxed));

@@ -23,7 +23,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use observastack_common::config::{ConfigSpec, ConfigStore, Knob};
+use observastack_common::config::{ConfigSpec, ConfigStore, Knob, Versions};
 use observastack_common::http::{
     LatencyHistogram, Readiness, TraceExemplar, VersionLabel, VersionOnly, latency_histogram,
 };
@@ -34,23 +34,36 @@ use crate::{AdminAddr, Running, ServiceArgs};
 
 type FloatGauge = Gauge<f64, AtomicU64>;
 
-/// The worker's knobs.
+/// The worker's operational knobs.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct WorkerConfig {
     /// Jobs processed at once.
     pub concurrency: i64,
-    /// Time one job takes (the fulfilment call), in ms.
-    pub job_cost_ms: i64,
     /// Pause between polls of an empty queue, in ms.
     pub poll_interval_ms: i64,
-    /// Fraction of jobs that fail.
-    pub error_rate: f64,
-    /// Period of the repricing job, in ms; 0 turns it off.
+    /// Period of the price refresh job, in ms; 0 turns it off.
     pub repricing_interval_ms: i64,
+    /// The deployed release (one of the catalogue's versions), on every metric's version label.
+    pub version: String,
+}
+
+/// What a release of the worker does (hidden: the release catalogue's values).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerBehaviour {
     /// How long one repricing transaction keeps the products' rows locked, in ms.
     pub repricing_hold_ms: i64,
-    /// The version label on every metric.
-    pub version: String,
+}
+
+/// The worker's faults (hidden: the fault channel): how its environment behaves.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerFaults {
+    /// Time one job takes (the fulfilment call), in ms.
+    pub job_cost_ms: i64,
+    /// Fraction of jobs that fail.
+    pub error_rate: f64,
 }
 
 impl crate::Versioned for WorkerConfig {
@@ -59,19 +72,15 @@ impl crate::Versioned for WorkerConfig {
     }
 }
 
-/// The declared knobs of the worker.
+/// The built-in release catalogue of the worker.
+pub const BUILTIN_RELEASES: &[&str] = &["1.0.0"];
+
+/// The declared operational knobs of the worker (what `/config` shows).
 pub fn config_spec() -> ConfigSpec {
     ConfigSpec {
         service: "worker",
         knobs: vec![
             Knob::integer("concurrency", 1, 64, 4, "Jobs processed at once."),
-            Knob::integer(
-                "job_cost_ms",
-                0,
-                10_000,
-                50,
-                "Time one job takes (the fulfilment call).",
-            ),
             Knob::integer(
                 "poll_interval_ms",
                 10,
@@ -79,28 +88,58 @@ pub fn config_spec() -> ConfigSpec {
                 100,
                 "Pause between polls of an empty queue.",
             ),
-            Knob::number("error_rate", 0.0, 1.0, 0.0, "Fraction of jobs that fail."),
             Knob::integer(
                 "repricing_interval_ms",
                 0,
                 600_000,
                 0,
-                "Period of the background repricing job, which updates every product's price in one transaction; 0 turns it off.",
+                "Period of the background job that refreshes product prices; 0 turns it off.",
             ),
-            Knob::integer(
-                "repricing_hold_ms",
-                0,
-                60_000,
-                100,
-                "How long one repricing transaction keeps the products' rows locked before it commits; orders placed meanwhile wait.",
-            ),
-            Knob::text(
-                "version",
-                64,
+            Knob::version(
                 "1.0.0",
-                "The deployed version, put on every metric's version label.",
+                Versions::new(BUILTIN_RELEASES.iter().map(|v| (*v).to_owned())),
+                "The deployed release, one of the versions released so far; put on every metric's version label.",
             ),
         ],
+    }
+}
+
+/// What a release of the worker can do.
+pub fn behaviour_spec() -> ConfigSpec {
+    ConfigSpec {
+        service: "worker",
+        knobs: vec![Knob::integer(
+            "repricing_hold_ms",
+            0,
+            60_000,
+            100,
+            "How long one repricing transaction keeps the products' rows locked before it commits; orders placed meanwhile wait.",
+        )],
+    }
+}
+
+/// The worker's faults.
+pub fn fault_spec() -> ConfigSpec {
+    ConfigSpec {
+        service: "worker",
+        knobs: vec![
+            Knob::integer(
+                "job_cost_ms",
+                0,
+                10_000,
+                50,
+                "Time one job takes (the fulfilment call).",
+            ),
+            Knob::number("error_rate", 0.0, 1.0, 0.0, "Fraction of jobs that fail."),
+        ],
+    }
+}
+
+fn hidden_spec() -> crate::HiddenSpec {
+    crate::HiddenSpec {
+        behaviour: behaviour_spec(),
+        builtin: BUILTIN_RELEASES.iter().map(|v| (*v, serde_json::json!({}))).collect(),
+        faults: fault_spec(),
     }
 }
 
@@ -206,6 +245,7 @@ impl WorkerMetrics {
 struct WorkerState {
     db: Arc<Database>,
     config: Arc<ConfigStore<WorkerConfig>>,
+    hidden: Arc<crate::hidden::Hidden<WorkerBehaviour, WorkerFaults>>,
     limiter: Arc<Limiter>,
     metrics: WorkerMetrics,
     version: VersionLabel,
@@ -230,7 +270,17 @@ pub struct WorkerArgs {
 
 /// Starts the worker; it is ready once the orders service has created the schema.
 pub async fn start(args: WorkerArgs, shutdown: CancellationToken) -> anyhow::Result<Running> {
-    let (mut registry, config, version) = crate::knobs::<WorkerConfig>("worker", config_spec(), &args.common)?;
+    let crate::Knobs {
+        mut registry,
+        config,
+        hidden,
+        version,
+    } = crate::knobs::<WorkerConfig, WorkerBehaviour, WorkerFaults>(
+        "worker",
+        config_spec(),
+        hidden_spec(),
+        &args.common,
+    )?;
     let initial = config.current();
     let metrics = WorkerMetrics::register(&mut registry);
     metrics.zero_series(&initial.version);
@@ -240,6 +290,7 @@ pub async fn start(args: WorkerArgs, shutdown: CancellationToken) -> anyhow::Res
         &args.common,
         &AdminAddr(args.admin_listen),
         config.clone(),
+        hidden.router(crate::hidden::fault_token()),
         registry,
         readiness.clone(),
         shutdown.clone(),
@@ -253,6 +304,7 @@ pub async fn start(args: WorkerArgs, shutdown: CancellationToken) -> anyhow::Res
     let state = WorkerState {
         db,
         config,
+        hidden,
         limiter: Limiter::new(initial.concurrency as usize),
         metrics,
         version,
@@ -321,7 +373,7 @@ async fn process(state: &WorkerState, job: Job) {
     if let Some(traceparent) = &job.traceparent {
         let _ = span.set_parent(observastack_common::propagation::context_from_traceparent(traceparent));
     }
-    let config = state.config.current();
+    let config = state.hidden.faults();
     let started = Instant::now();
     async {
         tokio::time::sleep(Duration::from_millis(config.job_cost_ms as u64)).await;
@@ -364,7 +416,7 @@ async fn process(state: &WorkerState, job: Job) {
                     tracing::error!(
                         job_id = job.id,
                         order_id = job.order_id,
-                        "Fulfilment failed (error_rate knob)."
+                        "Fulfilment failed: the warehouse API answered 503."
                     );
                 }
             }
@@ -426,7 +478,7 @@ async fn repricing(state: WorkerState, shutdown: CancellationToken) {
             otel.kind = "internal"
         );
         state.metrics.repricing_active.get_or_create(&v).set(1);
-        let hold = Duration::from_millis(config.repricing_hold_ms as u64);
+        let hold = Duration::from_millis(state.hidden.behaviour().repricing_hold_ms as u64);
         let outcome = db::reprice_products(&state.db, hold).instrument(span).await;
         state.metrics.repricing_active.get_or_create(&v).set(0);
         let outcome_label = match &outcome {

@@ -1,14 +1,16 @@
-//! The SUT's fault mechanisms behind the scenario library, each driven through `/config` on real
-//! processes: the gateway's rate limit and retry backoff, the orders service's bad validation
-//! release, request-history leak, connection leak and crashing feature flag, and configuration
-//! kept across a restart.
+//! The SUT's fault mechanisms behind the scenario library, each driven on real processes the
+//! way a scenario drives it: a release shipped and deployed (`PUT /releases`, then `version` in
+//! `/config`), a fault set through the fault channel (`/faults`), or an operational knob. Each
+//! test also shows the way back an operator has: rolling back, restarting, re-creating an index.
 
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use serde_json::json;
 
-use crate::harness::{Proc, Shop, TempDir, eventually, fresh_pg_database, get_text, metric, send_json};
+use crate::harness::{
+    Proc, Shop, TempDir, deploy, eventually, fault, fresh_pg_database, get_text, metric, send_json, ship,
+};
 
 async fn patch(admin: &str, body: serde_json::Value) {
     let (status, answer) = send_json(Method::PATCH, &format!("{admin}/config"), body).await;
@@ -63,7 +65,7 @@ async fn failing_call_seconds(user: &str) -> f64 {
 async fn retries_back_off_exponentially_unless_the_backoff_is_zero() {
     let shop = Shop::start(None, &[]);
     let user = shop.gateway.url("api");
-    patch(&shop.orders.url("admin"), json!({"error_rate": 1.0})).await;
+    fault(&shop.orders.url("admin"), json!({"error_rate": 1.0})).await;
     let gateway = shop.gateway.url("admin");
     patch(&gateway, json!({"orders_retries": 3, "retry_backoff_ms": 200})).await;
     // Waits of at least half of 200 + 400 + 800 ms.
@@ -79,7 +81,14 @@ async fn retries_back_off_exponentially_unless_the_backoff_is_zero() {
     assert_eq!(metric(&metrics, "gateway_upstream_retries_total", &[]), 6.0);
     let orders = get_text(&format!("{}/metrics", shop.orders.url("admin"))).await;
     // Every retry reached orders: 2 calls × 4 attempts.
-    assert_eq!(metric(&orders, "orders_injected_errors_total", &[]), 8.0);
+    assert_eq!(
+        metric(
+            &orders,
+            "http_server_requests_total",
+            &[("route", "/products"), ("status", "500")]
+        ),
+        8.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -96,7 +105,8 @@ async fn order_validation_v2_fails_orders_of_more_than_four_units() {
     };
     let url = format!("{user}/api/orders");
     assert_eq!(send_json(Method::POST, &url, order(&[3, 3])).await.0, 201);
-    patch(&admin, json!({"order_validation": "v2", "version": "3.1.0"})).await;
+    ship(&admin, json!({"3.0.0": {}, "3.1.0": {"order_validation": "v2"}})).await;
+    deploy(&admin, "3.1.0").await;
     let (status, body) = send_json(Method::POST, &url, order(&[3, 3])).await;
     assert_eq!((status, body["error"].as_str()), (500, Some("internal")), "{body}");
     assert!(body["message"].as_str().unwrap().contains("6 units"), "{body}");
@@ -107,13 +117,17 @@ async fn order_validation_v2_fails_orders_of_more_than_four_units() {
         metric(&metrics, "orders_validation_failures_total", &[("version", "3.1.0")]),
         1.0
     );
+    // Rolling back really rolls back.
+    deploy(&admin, "3.0.0").await;
+    assert_eq!(send_json(Method::POST, &url, order(&[3, 3])).await.0, 201);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_request_history_keeps_memory_until_a_restart() {
     let shop = Shop::start(None, &[]);
     let (user, admin) = (shop.gateway.url("api"), shop.orders.url("admin"));
-    patch(&admin, json!({"request_history_kb": 512})).await;
+    ship(&admin, json!({"2.0.0": {}, "2.1.0": {"request_history_kb": 512}})).await;
+    deploy(&admin, "2.1.0").await;
     for _ in 0..40 {
         send_json(Method::GET, &format!("{user}/api/products"), json!(null)).await;
     }
@@ -123,8 +137,8 @@ async fn the_request_history_keeps_memory_until_a_restart() {
         (held >= 40.0 * 512.0 * 1024.0).then_some(held)
     })
     .await;
-    // Turning the knob off keeps what was taken: a leak is only undone by a restart.
-    patch(&admin, json!({"request_history_kb": 0})).await;
+    // Rolling back keeps what was taken: a leak is only undone by a restart.
+    deploy(&admin, "2.0.0").await;
     send_json(Method::GET, &format!("{user}/api/products"), json!(null)).await;
     tokio::time::sleep(Duration::from_millis(700)).await;
     let metrics = get_text(&format!("{admin}/metrics")).await;
@@ -146,9 +160,10 @@ async fn leaked_connections_exhaust_the_pool_until_a_new_one_is_swapped_in() {
     let db = fresh_pg_database().await;
     let shop = Shop::start(Some(&db), &[]);
     let (user, admin) = (shop.gateway.url("api"), shop.orders.url("admin"));
+    ship(&admin, json!({"4.0.0": {}, "4.1.0": {"connection_leak": true}})).await;
     patch(
         &admin,
-        json!({"connection_leak": true, "db_pool_size": 3, "db_acquire_timeout_ms": 300}),
+        json!({"version": "4.1.0", "db_pool_size": 3, "db_acquire_timeout_ms": 300}),
     )
     .await;
     // Orders 8, 16 and 24 take the early-return path and keep their connections.
@@ -162,13 +177,13 @@ async fn leaked_connections_exhaust_the_pool_until_a_new_one_is_swapped_in() {
         (503, Some("db_pool_exhausted")),
         "{body}"
     );
-    eventually("the leak gauge", Duration::from_secs(5), || async {
+    eventually("the pool gauge", Duration::from_secs(5), || async {
         let metrics = get_text(&format!("{admin}/metrics")).await;
-        (metric(&metrics, "orders_db_connections_leaked", &[]) == 3.0).then_some(())
+        (metric(&metrics, "orders_db_pool_connections", &[("state", "in_use")]) == 3.0).then_some(())
     })
     .await;
-    // The fix: stop the leak and swap in a new pool.
-    patch(&admin, json!({"connection_leak": false, "db_pool_size": 4})).await;
+    // The fix: roll back and swap in a new pool.
+    patch(&admin, json!({"version": "4.0.0", "db_pool_size": 4})).await;
     for id in [1, 8, 16, 24, 32] {
         let (status, body) = send_json(Method::GET, &format!("{user}/api/orders/{id}"), json!(null)).await;
         assert_eq!(status, 200, "{body}");
@@ -176,7 +191,7 @@ async fn leaked_connections_exhaust_the_pool_until_a_new_one_is_swapped_in() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_bulk_pricing_flag_crashes_orders_and_survives_its_restart() {
+async fn a_crashing_release_survives_its_restart_and_a_rollback_stops_it() {
     let dir = TempDir::new("crash");
     let state = format!("{}/orders.json", dir.path());
     let sqlite = format!("sqlite://{}/shop.db?mode=rwc", dir.path());
@@ -194,7 +209,12 @@ async fn the_bulk_pricing_flag_crashes_orders_and_survives_its_restart() {
     ];
     let env = [("DATABASE_URL", sqlite.as_str())];
     let mut orders = Proc::start(&args, &env);
-    patch(&orders.url("admin"), json!({"bulk_pricing": true, "version": "4.0.0"})).await;
+    ship(
+        &orders.url("admin"),
+        json!({"3.9.0": {}, "4.0.0": {"bulk_pricing": true}}),
+    )
+    .await;
+    deploy(&orders.url("admin"), "4.0.0").await;
     let api = orders.url("api");
     let client = crate::harness::client();
     let mut answered = 0;
@@ -213,11 +233,39 @@ async fn the_bulk_pricing_flag_crashes_orders_and_survives_its_restart() {
     assert_eq!(status.code(), Some(70));
     assert!(orders.output().contains("Bulk pricing cache overflow"));
 
-    // Started again (as the agent does), it comes back with the flag and the version.
-    let again = Proc::start(&args, &env);
-    let (_, config) = send_json(Method::GET, &format!("{}/config", again.url("admin")), json!(null)).await;
-    assert_eq!(config["values"]["bulk_pricing"], true, "{config}");
-    assert_eq!(config["values"]["version"], "4.0.0");
+    // Started again (as the agent does), it comes back with the release deployed, its
+    // behaviour included, and /config says nothing of it.
+    let mut again = Proc::start(&args, &env);
+    let admin = again.url("admin");
+    let (_, config) = send_json(Method::GET, &format!("{admin}/config"), json!(null)).await;
+    assert_eq!(config["values"]["version"], "4.0.0", "{config}");
+    assert_eq!(
+        config["schema"]["properties"]["version"]["enum"],
+        json!(["1.0.0", "3.9.0", "4.0.0"])
+    );
+    assert!(!config.to_string().contains("bulk"), "{config}");
+    let api = again.url("api");
+    let mut answered = 0;
+    for _ in 0..200 {
+        match client.get(format!("{api}/products")).send().await {
+            Ok(r) if r.status() == 200 => answered += 1,
+            _ => break,
+        }
+    }
+    assert_eq!(answered, observastack_sut::orders::BULK_PRICING_CRASH_AFTER - 1);
+    eventually("the second exit", Duration::from_secs(5), || {
+        let exited = again.child.try_wait().unwrap();
+        async move { exited }
+    })
+    .await;
+    // Rolled back as soon as it is up, it serves.
+    let third = Proc::start(&args, &env);
+    deploy(&third.url("admin"), "3.9.0").await;
+    let api = third.url("api");
+    for _ in 0..200 {
+        let r = client.get(format!("{api}/products")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
 }
 
 /// Mean seconds the orders service spent in the database per order page, over `n` pages.
@@ -246,9 +294,12 @@ async fn dropping_the_order_items_index_makes_order_pages_scan() {
     let shop = Shop::start(Some(&db), &[]);
     let admin = shop.orders.url("admin");
     let indexed = order_page_query_seconds(&shop, 10).await;
-    patch(&admin, json!({"order_items_index": false})).await;
+    fault(&admin, json!({"order_items_index": false})).await;
+    let (_, schema) = send_json(Method::GET, &format!("{admin}/config"), json!(null)).await;
+    assert!(!schema.to_string().contains("index"), "/config says nothing: {schema}");
+    // The drop is not logged (a learner finds it by its effects): wait for them.
     eventually("the index dropped", Duration::from_secs(30), || async {
-        shop.orders.output().contains("Index dropped.").then_some(())
+        (order_page_query_seconds(&shop, 3).await > 3.0 * indexed).then_some(())
     })
     .await;
     let scanning = order_page_query_seconds(&shop, 10).await;
@@ -258,11 +309,12 @@ async fn dropping_the_order_items_index_makes_order_pages_scan() {
         indexed * 1e3,
         scanning * 1e3
     );
-    patch(&admin, json!({"order_items_index": true})).await;
-    eventually("the index created", Duration::from_secs(60), || async {
-        shop.orders.output().contains("Index created.").then_some(())
-    })
-    .await;
+    // The operator's fix: re-apply the schema, which re-creates what it declares.
+    let (status, answer) = send_json(Method::POST, &format!("{admin}/db/schema/sync"), json!(null)).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["created"], json!(["order_items_order_idx"]));
+    let (_, answer) = send_json(Method::POST, &format!("{admin}/db/schema/sync"), json!(null)).await;
+    assert_eq!(answer["created"], json!([]), "nothing left to create");
     let again = order_page_query_seconds(&shop, 10).await;
     assert!(again < scanning / 3.0, "{:.2} ms with the index back", again * 1e3);
 }
@@ -278,11 +330,8 @@ async fn the_repricing_job_holds_row_locks_that_orders_wait_for() {
     assert_eq!(send_json(Method::POST, &url, order.clone()).await.0, 201);
     let unlocked = started.elapsed().as_secs_f64();
 
-    patch(
-        &worker,
-        json!({"repricing_interval_ms": 300, "repricing_hold_ms": 2000}),
-    )
-    .await;
+    ship(&worker, json!({"2.0.0": {}, "2.1.0": {"repricing_hold_ms": 2000}})).await;
+    patch(&worker, json!({"repricing_interval_ms": 300, "version": "2.1.0"})).await;
     eventually(
         "the repricing job holding its locks",
         Duration::from_secs(10),
@@ -339,8 +388,9 @@ async fn an_expired_catalogue_is_recomputed_once_with_coalescing_and_by_everyone
     let (miss, coalesced, hit) = catalogue_burst(&shop, 12).await;
     assert_eq!(miss, 1.0, "coalesced {coalesced}, hit {hit}");
     assert_eq!(coalesced + hit, 11.0);
-    // Without coalescing, the requests that find it expired all run the query: a stampede.
-    patch(&admin, json!({"catalogue_cache_coalescing": false})).await;
+    // A release without coalescing: the requests that find it expired all run the query.
+    ship(&admin, json!({"2.6.0": {"catalogue_cache_coalescing": false}})).await;
+    deploy(&admin, "2.6.0").await;
     tokio::time::sleep(Duration::from_millis(1600)).await;
     let (miss, coalesced, _) = catalogue_burst(&shop, 12).await;
     assert!(miss >= 6.0, "{miss} of 12 recomputed the catalogue");
@@ -351,7 +401,8 @@ async fn an_expired_catalogue_is_recomputed_once_with_coalescing_and_by_everyone
 async fn requests_whose_clients_gave_up_are_not_counted_as_active_or_queued() {
     let shop = Shop::start(None, &[]);
     let (user, orders) = (shop.gateway.url("api"), shop.orders.url("admin"));
-    patch(&orders, json!({"concurrency_limit": 1, "injected_latency_ms": 3000})).await;
+    patch(&orders, json!({"concurrency_limit": 1})).await;
+    fault(&orders, json!({"injected_latency_ms": 3000})).await;
     let impatient = reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_millis(300))
@@ -383,11 +434,16 @@ async fn every_statement_pays_the_database_round_trip() {
     let db = fresh_pg_database().await;
     let shop = Shop::start(Some(&db), &[]);
     let local = order_page_query_seconds(&shop, 5).await;
-    patch(&shop.orders.url("admin"), json!({"db_round_trip_ms": 20})).await;
+    fault(&shop.orders.url("admin"), json!({"db_round_trip_ms": 20})).await;
     // An indexed order page runs 3 statements: at least 60 ms of round trips.
     let remote = order_page_query_seconds(&shop, 5).await;
     assert!(remote >= 0.06, "{:.1} ms", remote * 1e3);
-    patch(&shop.orders.url("admin"), json!({"query_mode": "n_plus_one"})).await;
+    ship(
+        &shop.orders.url("admin"),
+        json!({"2.1.0": {"query_mode": "n_plus_one"}}),
+    )
+    .await;
+    deploy(&shop.orders.url("admin"), "2.1.0").await;
     let chatty = order_page_query_seconds(&shop, 5).await;
     assert!(
         chatty > 2.0 * remote,

@@ -319,3 +319,23 @@ pub async fn send_json(method: reqwest::Method, url: &str, body: Value) -> (u16,
     let status = resp.status().as_u16();
     (status, resp.json().await.unwrap_or(Value::Null))
 }
+
+/// `PUT /releases` on a service's fault channel (no fault token outside `up`): ships
+/// `releases` (version → behaviour) so `PATCH /config {"version"}` can deploy them.
+pub async fn ship(admin: &str, releases: Value) {
+    let (status, answer) = send_json(reqwest::Method::PUT, &format!("{admin}/releases"), releases).await;
+    assert_eq!(status, 200, "{answer}");
+}
+
+/// `PATCH /config {"version"}`: deploys a release.
+pub async fn deploy(admin: &str, version: &str) {
+    let body = serde_json::json!({ "version": version });
+    let (status, answer) = send_json(reqwest::Method::PATCH, &format!("{admin}/config"), body).await;
+    assert_eq!(status, 200, "{answer}");
+}
+
+/// `PATCH /faults` on a service's fault channel.
+pub async fn fault(admin: &str, values: Value) {
+    let (status, answer) = send_json(reqwest::Method::PATCH, &format!("{admin}/faults"), values).await;
+    assert_eq!(status, 200, "{answer}");
+}

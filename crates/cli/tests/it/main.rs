@@ -9,6 +9,7 @@ mod deploy;
 mod differential;
 mod faults;
 mod harness;
+mod hidden;
 mod orchestrator;
 mod sut;
 mod traces;

@@ -21,6 +21,8 @@ difficulty: beginner
 estimated_time: 5m
 objectives: [follow a run]
 briefing: Nothing is really wrong.
+releases:
+  orders: {"1.1.0": {connection_leak: false}}
 setup:
   load: {rate: 5}
 steady_state:
@@ -30,7 +32,7 @@ steady_state:
 timeline:
   - {at: 2s, phase: fault}
   - at: 2s
-    config: {service: orders, values: {injected_latency_ms: 1}}
+    fault: {service: orders, values: {injected_latency_ms: 1}}
   - {at: 4s, notify: {severity: info, message: step two}}
   - {at: 14s, notify: {severity: warning, message: step three}}
 hints:
@@ -43,7 +45,7 @@ time_limit: 3m
 fix:
   root_cause: a drill has no root cause
   steps:
-    - config: {service: orders, values: {injected_latency_ms: 0}}
+    - config: {service: orders, values: {db_pool_size: 10}}
 guide: drill.md
 "#;
 
@@ -82,6 +84,11 @@ impl Lab {
         }
     }
 
+    /// The fault channel's token `up` keeps in the data directory.
+    fn fault_token(&self) -> String {
+        std::fs::read_to_string(format!("{}/fault-token", self._dir.path())).unwrap()
+    }
+
     fn url(&self, i: usize) -> String {
         format!("http://127.0.0.1:{}", self.ports[i])
     }
@@ -112,7 +119,7 @@ impl Lab {
                 "--eval-interval-ms",
                 "500",
             ],
-            &[],
+            &[("OBSERVASTACK_FAULT_TOKEN", self.fault_token().as_str())],
         )
     }
 }
@@ -308,6 +315,12 @@ async fn api_websocket_learner_actions_and_debrief() {
             .iter()
             .any(|e| e["data"]["message"] == "step two")
     );
+    // What the scenario did through the fault channel (the releases it shipped, the fault at 2 s)
+    // is in neither the WebSocket's state nor the run document while the run is on.
+    assert!(kinds(&state, "fault").is_empty(), "{state}");
+    let doc = run_state(&base, &id).await;
+    assert!(kinds(&doc, "fault").is_empty(), "{doc}");
+    assert!(!doc.to_string().contains("injected_latency_ms"), "{doc}");
 
     // Learner actions go to the lab's /config and are recorded; a rejection names the field.
     let actions = format!("{base}/api/runs/{id}/actions");
@@ -321,14 +334,25 @@ async fn api_websocket_learner_actions_and_debrief() {
     let (status, body) = send_json(
         Method::POST,
         &actions,
-        json!({"kind": "config", "service": "orders", "values": {"injected_latency_ms": 0}}),
+        json!({"kind": "config", "service": "orders", "values": {"db_pool_size": 12}}),
     )
     .await;
     assert_eq!(status, 200, "{body}");
     let (_, config) = send_json(Method::GET, &format!("{}/config", lab.url(3)), Value::Null).await;
-    assert_eq!(config["values"]["injected_latency_ms"], 0);
+    assert_eq!(config["values"]["db_pool_size"], 12);
     let (status, _) = send_json(Method::POST, &actions, json!({"kind": "teleport"})).await;
     assert_eq!(status, 400);
+    // The fault channel is the scenario's, not the learner's.
+    let (status, body) = send_json(
+        Method::POST,
+        &actions,
+        json!({"kind": "fault", "service": "orders", "values": {"injected_latency_ms": 0}}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    // Nor can a learner's own tools reach it: `up` gave the services a fault token.
+    let (status, _) = send_json(Method::GET, &format!("{}/faults", lab.url(3)), Value::Null).await;
+    assert_eq!(status, 403);
     // The panel's route records them too, and counts them.
     let panel_action = format!("{base}/api/lab/action");
     let (status, body) = send_json(
@@ -341,7 +365,7 @@ async fn api_websocket_learner_actions_and_debrief() {
     let (status, body) = send_json(
         Method::POST,
         &panel_action,
-        json!({"kind": "config", "service": "orders", "values": {"injected_latency_ms": 0}}),
+        json!({"kind": "config", "service": "orders", "values": {"db_pool_size": 11}}),
     )
     .await;
     assert_eq!(status, 200, "{body}");
@@ -349,6 +373,29 @@ async fn api_websocket_learner_actions_and_debrief() {
     assert_eq!(recorded.len(), 4, "{recorded:?}");
     let oks: Vec<&Value> = recorded.iter().map(|e| &e["data"]["ok"]).collect();
     assert_eq!(oks, [false, true, false, true]);
+    // A change made with curl, straight to the service, reaches the timeline with its source.
+    let curl = reqwest::Client::builder()
+        .no_proxy()
+        .user_agent("curl/8.5.0")
+        .build()
+        .unwrap();
+    let answer = curl
+        .patch(format!("{}/config", lab.url(3)))
+        .json(&json!({"concurrency_limit": 48}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let outside = eventually("the curl change in the run", Duration::from_secs(15), || async {
+        let recorded = kinds(&run_state(&base, &id).await, "learner_action");
+        (recorded.len() == 5).then_some(recorded)
+    })
+    .await;
+    assert_eq!(outside[4]["data"]["source"], "curl/8.5.0", "{outside:?}");
+    assert_eq!(
+        outside[4]["data"]["action"],
+        json!({"kind": "config", "service": "orders", "values": {"concurrency_limit": 48}})
+    );
 
     // Alertmanager's webhook: firing, the same notification repeated, then resolved: two
     // events, pushed over the WebSocket like any other; a body that is not a payload is a 400.
@@ -400,6 +447,20 @@ async fn api_websocket_learner_actions_and_debrief() {
         "{debrief}"
     );
     assert!(!debrief["timeline"].as_array().unwrap().is_empty());
+    // The debrief reveals what was hidden: the releases shipped and the fault set.
+    let hidden = debrief["hidden"].as_array().unwrap();
+    assert!(
+        hidden
+            .iter()
+            .any(|h| h["setup"] == "releases" && h["service"] == "orders"),
+        "{hidden:?}"
+    );
+    assert!(
+        hidden
+            .iter()
+            .any(|h| h["action"]["kind"] == "fault" && h["action"]["values"]["injected_latency_ms"] == 1),
+        "{hidden:?}"
+    );
     let (status, _) = send_json(Method::POST, &format!("{base}/api/runs/{id}/abort"), Value::Null).await;
     assert_eq!(status, 409, "an ended run cannot be aborted");
     let (_, runs) = send_json(Method::GET, &format!("{base}/api/runs"), Value::Null).await;

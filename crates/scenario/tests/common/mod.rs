@@ -26,8 +26,19 @@ pub fn sut() -> SutSchema {
         .iter()
         .filter_map(|p| p.as_str().map(str::to_owned))
         .collect();
+    let map = |key: &str| -> BTreeMap<String, Value> {
+        fixture[key]
+            .as_object()
+            .expect(key)
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    };
     SutSchema {
         configs,
+        faults: map("faults"),
+        behaviours: map("behaviours"),
+        schema_owners: vec!["orders".to_owned()],
         processes,
         check_load: Box::new(check_load),
     }
