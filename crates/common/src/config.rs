@@ -357,12 +357,16 @@ pub struct Change {
     pub source: String,
 }
 
-/// The last changes, bounded; `boot` tells a reader that the process restarted (and numbering
-/// started again).
+/// The last changes, bounded; `boot` tells a reader that the numbering started again (a
+/// process restarted without a journal file).
+#[derive(Serialize, serde::Deserialize)]
 struct Journal {
     boot: String,
     next: u64,
     entries: VecDeque<Change>,
+    /// Where it is kept across restarts, if anywhere.
+    #[serde(skip)]
+    path: Option<std::path::PathBuf>,
 }
 
 /// How many changes the journal keeps.
@@ -421,8 +425,23 @@ where
                 boot,
                 next: 1,
                 entries: VecDeque::new(),
+                path: None,
             }),
         })
+    }
+
+    /// Keeps the journal in `path` across restarts: what it holds is read back now (boot id and
+    /// numbering included, so a reader misses nothing a restart right after a change would
+    /// otherwise take), and it is rewritten after every change.
+    pub fn keep_journal_in(&self, path: std::path::PathBuf) {
+        let mut journal = self.journal.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(saved) = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|text| serde_json::from_str::<Journal>(&text).ok())
+        {
+            *journal = saved;
+        }
+        journal.path = Some(path);
     }
 
     /// The changes after number `after`, oldest first, and this process's boot id (a reader
@@ -451,6 +470,16 @@ where
         });
         if journal.entries.len() > JOURNAL_LEN {
             journal.entries.pop_front();
+        }
+        if let Some(path) = &journal.path {
+            let tmp = path.with_extension("tmp");
+            let written = serde_json::to_vec(&*journal)
+                .map_err(std::io::Error::other)
+                .and_then(|bytes| std::fs::write(&tmp, bytes))
+                .and_then(|()| std::fs::rename(&tmp, path));
+            if let Err(error) = written {
+                tracing::error!(path = %path.display(), %error, "Failed to save the change journal.");
+            }
         }
     }
 
@@ -688,6 +717,32 @@ mod tests {
         assert_eq!((all[1].seq, all[1].source.as_str()), (2, "orchestrator"));
         assert_eq!(store.changes_after(1).1.len(), 1);
         assert!(store.changes_after(2).1.is_empty());
+    }
+
+    #[test]
+    fn a_kept_journal_survives_a_restart_with_its_numbering() {
+        let dir = std::env::temp_dir().join(format!("journal-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("demo.changes.json");
+        let first = store();
+        first.keep_journal_in(path.clone());
+        first
+            .update_by(&json!({"pool": 5}), UpdateMode::Merge, "curl/8.5.0")
+            .unwrap();
+        let (boot, _) = first.changes_after(0);
+        drop(first);
+        let again = store();
+        again.keep_journal_in(path);
+        again
+            .update_by(&json!({"pool": 6}), UpdateMode::Merge, "panel")
+            .unwrap();
+        let (boot_again, all) = again.changes_after(0);
+        assert_eq!(boot_again, boot, "same numbering, so a reader continues where it was");
+        assert_eq!(
+            all.iter().map(|c| (c.seq, c.source.as_str())).collect::<Vec<_>>(),
+            [(1, "curl/8.5.0"), (2, "panel")]
+        );
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

@@ -230,6 +230,8 @@ where
         Err(e) => anyhow::bail!("--config: {e}"),
     };
     if let Some(path) = args.config_state.clone() {
+        // A change made just before a restart (a rollback, then a restart) stays readable.
+        config.keep_journal_in(path.with_extension("changes.json"));
         if saved.is_some() {
             tracing::info!(path = %path.display(), "Configuration restored from its saved state.");
         }

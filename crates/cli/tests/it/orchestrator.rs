@@ -386,6 +386,15 @@ async fn api_websocket_learner_actions_and_debrief() {
         .await
         .unwrap();
     assert_eq!(answer.status(), 200);
+    // Restarted at once, as a learner rolling back and restarting does: the change is not lost
+    // with the process (each service keeps its journal beside its configuration).
+    let (status, body) = send_json(
+        Method::POST,
+        &format!("{}/processes/orders/restart", lab.url(5)),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
     let outside = eventually("the curl change in the run", Duration::from_secs(15), || async {
         let recorded = kinds(&run_state(&base, &id).await, "learner_action");
         (recorded.len() == 5).then_some(recorded)
