@@ -58,8 +58,9 @@ export async function api(path, opts = {}) {
   const t = token();
   if (t) headers.Authorization = `Bearer ${t}`;
   let body = opts.body;
-  if (body !== undefined && typeof body !== 'string') {
-    body = JSON.stringify(body);
+  // Every body is JSON, and says so: the lab refuses any other (issue 14's browser boundary).
+  if (body !== undefined) {
+    if (typeof body !== 'string') body = JSON.stringify(body);
     headers['Content-Type'] = 'application/json';
   }
   const resp = await fetch(path, { method: opts.method || 'GET', headers, body, signal: opts.signal });

@@ -7,6 +7,7 @@
 
 import { chromium } from 'playwright-core';
 import { mkdirSync } from 'node:fs';
+import http from 'node:http';
 import assert from 'node:assert/strict';
 
 const URL = process.env.PANEL_URL || 'http://127.0.0.1:8080';
@@ -87,6 +88,44 @@ try {
   }, null, { timeout: 120_000, polling: 500 });
   await page.waitForSelector('#criteria [data-state="failing"]', { timeout: 60_000 });
   log('symptom on the User tab: the process page is slow and a criterion fails');
+
+  // A page on another origin, served here, sends the "simple" cross-origin requests (text/plain
+  // or no body, no preflight) a page the learner opens elsewhere could: start a run, abort this
+  // one, stop or pause a process, pause the users. None may take effect.
+  const labInfo = await (await fetch(`${URL}/api/lab`)).json();
+  const attacker = http.createServer((_, res) => { res.setHeader('content-type', 'text/html'); res.end('<!doctype html><title>elsewhere</title><p>nothing to see</p>'); });
+  await new Promise((r) => attacker.listen(0, '127.0.0.1', r));
+  const elsewhere = await browser.newPage();
+  await elsewhere.goto(`http://localhost:${attacker.address().port}/`);
+  const sent = await elsewhere.evaluate(async ({ panel, agent, loadgen, run }) => {
+    const plain = (body) => ({ method: 'POST', headers: { 'content-type': 'text/plain' }, body: JSON.stringify(body) });
+    const tries = [
+      [`${panel}/api/runs`, plain({ scenario: 'crash-loop' })],
+      [`${panel}/api/runs/${run}/abort`, { method: 'POST' }],
+      [`${panel}/api/lab/action`, plain({ kind: 'process', name: 'orders', command: 'stop' })],
+      [`${agent}/processes/orders/signal`, plain({ signal: 'STOP' })],
+      [`${agent}/processes/worker/stop`, { method: 'POST' }],
+      [`${loadgen}/load/pause`, { method: 'POST' }],
+    ];
+    let n = 0;
+    for (const [url, init] of tries) {
+      try { await fetch(url, { ...init, mode: 'no-cors' }); n += 1; } catch { /* a refused connection counts as not sent */ }
+    }
+    return n;
+  }, { panel: URL, agent: labInfo.endpoints.agent, loadgen: labInfo.endpoints.loadgen, run: runId });
+  await elsewhere.close();
+  attacker.close();
+  assert.equal(sent, 6, 'the foreign page sent its six requests');
+  const afterAttack = await (await fetch(`${URL}/api/runs/${runId}`)).json();
+  assert.equal(afterAttack.run.status, 'running', 'the run was not aborted');
+  assert.ok(!afterAttack.events.some((e) => e.kind === 'learner_action'), 'no action was recorded');
+  const procs = await (await fetch(`${labInfo.endpoints.agent}/processes`)).json();
+  for (const p of procs.processes) assert.equal(p.state, 'running', `${p.name} is still running`);
+  const load = await (await fetch(`${labInfo.endpoints.loadgen}/load`)).json();
+  assert.notEqual(load.plan?.paused ?? load.paused, true, 'the users were not paused');
+  const runs = await (await fetch(`${URL}/api/runs`)).json();
+  assert.equal(runs.active, runId, 'no other run was started');
+  log('a page on another origin could not drive the lab');
 
   // Chart update rate on the User tab, and frames longer than 50 ms meanwhile.
   figures.charts = await page.evaluate(async () => {

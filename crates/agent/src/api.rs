@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use nix::sys::signal::Signal;
-use observastack_common::http::{error_response, health_routes, require_token};
+use observastack_common::http::{control_routes, error_response, health_routes};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -51,7 +51,7 @@ pub fn router(state: AgentState) -> Router {
         .route("/processes/{name}/restart-policy", put(set_policy))
         .route("/logs", get(logs))
         .with_state(state.clone());
-    require_token(control, state.admin_token()).merge(health_routes("agent", state.registry(), state.readiness()))
+    control_routes(control, state.admin_token()).merge(health_routes("agent", state.registry(), state.readiness()))
 }
 
 /// Why an API request failed; each variant has its status code and JSON body.

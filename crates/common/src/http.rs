@@ -392,6 +392,118 @@ pub fn error_response(status: StatusCode, code: &str, field: Option<&str>, messa
     (status, Json(json!({"error": code, "field": field, "message": message}))).into_response()
 }
 
+/// The control path's routes: the browser boundary ([`browser_boundary`]), then the token
+/// ([`require_token`]). Every control router of every process goes through this.
+pub fn control_routes(router: Router, token: Option<String>) -> Router {
+    browser_boundary(require_token(router, token))
+}
+
+/// Keeps web pages from driving the lab (issue 14): a page the learner opens elsewhere can send
+/// "simple" cross-origin requests (a `POST` with `text/plain`, no preflight) and, by DNS
+/// rebinding, reach loopback under a foreign host name. So on every route of `router`:
+/// - a request with a body must say `content-type: application/json` (415 otherwise: a browser
+///   cannot send that cross-origin without a preflight, which the lab never grants);
+/// - a request with an `Origin` must come from the same origin (403 otherwise); browsers send
+///   `Origin` on every cross-origin request that changes something, bodiless ones included,
+///   and tools such as curl send none;
+/// - the `Host` must be an IP address, `localhost`, a name without a dot (a compose service),
+///   or one listed in `OBSERVASTACK_ALLOWED_HOSTS` (comma-separated); 421 otherwise.
+pub fn browser_boundary(router: Router) -> Router {
+    let allowed: Arc<Vec<String>> = Arc::new(
+        std::env::var("OBSERVASTACK_ALLOWED_HOSTS")
+            .unwrap_or_default()
+            .split(',')
+            .map(|h| h.trim().to_ascii_lowercase())
+            .filter(|h| !h.is_empty())
+            .collect(),
+    );
+    router.layer(middleware::from_fn(move |req: Request, next: Next| {
+        let allowed = allowed.clone();
+        async move {
+            match check_boundary(req.method(), req.headers(), &allowed) {
+                Ok(()) => next.run(req).await,
+                Err(refused) => *refused,
+            }
+        }
+    }))
+}
+
+/// The host part of a `Host` header or an origin's authority, lowercased, without the port.
+fn host_name(authority: &str) -> String {
+    let authority = authority.trim().to_ascii_lowercase();
+    if let Some(rest) = authority.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or_default().to_owned();
+    }
+    authority.split(':').next().unwrap_or_default().to_owned()
+}
+
+fn trusted_host(host: &str, allowed: &[String]) -> bool {
+    host.parse::<std::net::IpAddr>().is_ok()
+        || host == "localhost"
+        || host.ends_with(".localhost")
+        || !host.contains('.')
+        || allowed.iter().any(|a| a == host)
+}
+
+/// The checks of [`browser_boundary`], for one request.
+pub fn check_boundary(
+    method: &axum::http::Method,
+    headers: &HeaderMap,
+    allowed_hosts: &[String],
+) -> Result<(), Box<Response>> {
+    let text = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let host = text(header::HOST);
+    if let Some(host) = &host
+        && !trusted_host(&host_name(host), allowed_hosts)
+    {
+        return Err(Box::new(error_response(
+            StatusCode::MISDIRECTED_REQUEST,
+            "untrusted_host",
+            Some("host"),
+            &format!(
+                "the lab answers to IP addresses, localhost and the names in OBSERVASTACK_ALLOWED_HOSTS, not {host:?}"
+            ),
+        )));
+    }
+    if let Some(origin) = text(header::ORIGIN) {
+        let authority = origin.split_once("://").map_or("", |(_, a)| a).trim_end_matches('/');
+        let same = host.as_deref().is_some_and(|h| h.eq_ignore_ascii_case(authority));
+        if !same {
+            return Err(Box::new(error_response(
+                StatusCode::FORBIDDEN,
+                "cross_origin",
+                Some("origin"),
+                &format!("requests from {origin} are refused: only the lab's own pages may call it"),
+            )));
+        }
+    }
+    let reads = matches!(
+        *method,
+        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+    );
+    let has_body = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim() != "0")
+        || headers.contains_key(header::TRANSFER_ENCODING);
+    if !reads && has_body {
+        let json = text(header::CONTENT_TYPE).is_some_and(|ct| {
+            ct.split(';')
+                .next()
+                .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
+        });
+        if !json {
+            return Err(Box::new(error_response(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                Some("content-type"),
+                "a request body must be JSON, sent with 'content-type: application/json'",
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The header that carries the fault channel's token (separate from `Authorization`, which
 /// the admin token uses on the same listener).
 pub const FAULT_TOKEN_HEADER: &str = "x-observastack-fault-token";
@@ -489,6 +601,75 @@ mod tests {
     #[derive(serde::Deserialize, serde::Serialize)]
     struct Demo {
         pool: i64,
+    }
+
+    /// `(method, headers, expected status)`: what the browser boundary lets through (200) and
+    /// refuses, with the status it answers.
+    #[tokio::test]
+    async fn the_browser_boundary_refuses_foreign_pages_and_non_json_bodies() {
+        let guarded = || control_routes(router(), None);
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str, u16);
+        let cases: &[Case] = &[
+            // The lab's own clients: curl, the orchestrator, the panel on its own origin.
+            ("PATCH", &[("content-type", "application/json")], r#"{"pool": 5}"#, 200),
+            (
+                "PATCH",
+                &[("content-type", "application/json; charset=utf-8")],
+                r#"{"pool": 6}"#,
+                200,
+            ),
+            ("DELETE", &[], "", 200),
+            (
+                "PATCH",
+                &[
+                    ("content-type", "application/json"),
+                    ("origin", "http://127.0.0.1:8100"),
+                ],
+                r#"{"pool": 5}"#,
+                200,
+            ),
+            ("GET", &[("host", "localhost:8100")], "", 200),
+            ("GET", &[("host", "orders:8101")], "", 200),
+            ("GET", &[("host", "[::1]:8100")], "", 200),
+            // A "simple" cross-origin request: text/plain, no preflight.
+            ("PATCH", &[("content-type", "text/plain")], r#"{"pool": 1}"#, 415),
+            ("PATCH", &[], r#"{"pool": 1}"#, 415),
+            (
+                "PATCH",
+                &[("content-type", "application/x-www-form-urlencoded")],
+                "pool=1",
+                415,
+            ),
+            // Another page's origin, with or without a body.
+            ("DELETE", &[("origin", "http://evil.example")], "", 403),
+            (
+                "PATCH",
+                &[
+                    ("content-type", "application/json"),
+                    ("origin", "http://127.0.0.1:9999"),
+                ],
+                r#"{"pool": 1}"#,
+                403,
+            ),
+            ("GET", &[("origin", "null")], "", 403),
+            // DNS rebinding: a foreign name pointed at loopback.
+            ("GET", &[("host", "evil.example:8100")], "", 421),
+        ];
+        for (method, headers, body, expected) in cases {
+            let mut req = Request::builder().method(*method).uri("/config");
+            let has_host = headers.iter().any(|(k, _)| *k == "host");
+            if !has_host {
+                req = req.header("host", "127.0.0.1:8100");
+            }
+            for (k, v) in *headers {
+                req = req.header(*k, *v);
+            }
+            if !body.is_empty() {
+                req = req.header("content-length", body.len().to_string());
+            }
+            let resp = guarded().oneshot(req.body(Body::from(*body)).unwrap()).await.unwrap();
+            assert_eq!(resp.status().as_u16(), *expected, "{method} {headers:?} {body}");
+        }
     }
 
     fn router() -> Router {

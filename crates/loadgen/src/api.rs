@@ -21,7 +21,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use observastack_common::http::{error_response, health_routes, require_token};
+use observastack_common::http::{control_routes, error_response, health_routes};
 use serde_json::{Value, json};
 
 use crate::experience::FAILURES_KEPT;
@@ -37,7 +37,7 @@ pub fn router(state: LoadgenState) -> Router {
         .route("/failures", get(failures))
         .route("/stats", get(stats))
         .with_state(state.clone());
-    require_token(control, state.inner.admin_token.clone()).merge(health_routes(
+    control_routes(control, state.inner.admin_token.clone()).merge(health_routes(
         "loadgen",
         state.inner.registry.clone(),
         state.inner.readiness.clone(),

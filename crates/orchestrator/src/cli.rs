@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
-use observastack_common::http::{Readiness, check_secure_bind, health_routes, require_token};
+use observastack_common::http::{Readiness, check_secure_bind, control_routes, health_routes};
 
 use crate::catalogue::{Catalogue, sut_schema, yaml_files};
 use crate::lab::{Endpoints, Lab};
@@ -135,7 +135,7 @@ pub async fn run_orchestrator(args: OrchestratorArgs) -> anyhow::Result<()> {
         postgres: args.sut_postgres,
         token: args.admin_token.clone(),
     };
-    let router = require_token(crate::api::router(orchestrator.clone()), args.admin_token.clone())
+    let router = control_routes(crate::api::router(orchestrator.clone()), args.admin_token.clone())
         .merge(crate::web::router(orchestrator.clone(), panel))
         .merge(health_routes("orchestrator", registry, readiness));
     let listener = observastack_common::bind(args.listen, "--listen").await?;

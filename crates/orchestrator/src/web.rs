@@ -27,7 +27,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-use observastack_common::http::{error_response, require_token};
+use observastack_common::http::{control_routes, error_response};
 use observastack_scenario::model::Requirement;
 
 use crate::runner::Orchestrator;
@@ -127,7 +127,7 @@ pub fn router(o: Arc<Orchestrator>, panel: Panel) -> Router {
         .route("/index.html", get(|| asset("index.html")))
         .route("/favicon.ico", get(|| asset("favicon.svg")))
         .route("/assets/{*path}", get(|Path(p): Path<String>| asset_owned(p)))
-        .merge(require_token(api, token))
+        .merge(control_routes(api, token))
 }
 
 async fn asset_owned(path: String) -> Response {

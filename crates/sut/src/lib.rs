@@ -37,7 +37,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use observastack_common::config::ConfigStore;
-use observastack_common::http::{Readiness, check_secure_bind, config_routes, health_routes, require_token};
+use observastack_common::http::{Readiness, check_secure_bind, config_routes, control_routes, health_routes};
 
 /// Options every SUT service shares.
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -97,11 +97,8 @@ impl Running {
     {
         check_secure_bind(&admin.0, args.admin_token.as_deref())?;
         let listener = observastack_common::bind(admin.0, "--admin-listen").await?;
-        let router = require_token(config_routes(config).merge(hidden), args.admin_token.clone()).merge(health_routes(
-            service,
-            Arc::new(registry),
-            readiness,
-        ));
+        let router = control_routes(config_routes(config).merge(hidden), args.admin_token.clone())
+            .merge(health_routes(service, Arc::new(registry), readiness));
         let mut running = Self {
             service,
             addr: None,

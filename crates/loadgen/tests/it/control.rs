@@ -134,12 +134,24 @@ async fn the_token_guards_control_but_not_health() {
     let status = app
         .client
         .patch(app.url("/load"))
+        .header("content-type", "application/json")
         .body(r#"{"rate": 1}"#)
         .send()
         .await
         .unwrap()
         .status();
     assert_eq!(status, 401);
+    // Not JSON: refused at the browser boundary before anything else.
+    let status = app
+        .client
+        .patch(app.url("/load"))
+        .header("content-type", "text/plain")
+        .body(r#"{"rate": 1}"#)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 415);
     assert_eq!(app.load().await["plan"]["rate"], 10.0, "with the token");
     for path in ["/healthz", "/metrics"] {
         let status = app.client.get(app.url(path)).send().await.unwrap().status();
