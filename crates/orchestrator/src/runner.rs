@@ -534,7 +534,10 @@ impl Driver {
 
     async fn drive(mut self, resumed: bool) -> anyhow::Result<()> {
         let outcome = if resumed {
-            self.incident(true).await?
+            match self.restore().await? {
+                Some(end) => end,
+                None => self.incident(true).await?,
+            }
         } else {
             match self.baseline().await? {
                 Some(end) => end,
@@ -610,6 +613,79 @@ impl Driver {
     async fn baseline(&mut self) -> anyhow::Result<Option<Ended>> {
         let id = self.run.id.clone();
         self.o.set_status(&id, Status::Baseline, None).await?;
+        if let Some(end) = self.apply_setup().await? {
+            return Ok(Some(end));
+        }
+        self.steady_state().await
+    }
+
+    /// A resumed run's lab may not be the lab it left: a restarted `up` starts every service
+    /// from its defaults. Before the criteria resume, the setup is applied again, then every
+    /// change recorded since (the timeline's, the fault channel's, the learner's and the
+    /// reference fix's, in order; process commands are not replayed, a restart already
+    /// happened). A lab that cannot be restored ends the run as aborted, never resolved: a run
+    /// must not pass because its fault vanished.
+    async fn restore(&mut self) -> anyhow::Result<Option<Ended>> {
+        let id = self.run.id.clone();
+        let interrupted = |why: String| Some(Ended(Status::Aborted, format!("interrupted: {why}")));
+        // The lab may still be starting: give its services a minute to answer.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let answering = self.o.lab.config("orders").await;
+            if answering.ok() || Instant::now() >= deadline {
+                break;
+            }
+            if let Some(end) = self.wait(Duration::from_secs(1)).await {
+                return Ok(Some(end));
+            }
+        }
+        if let Some(Ended(_, why)) = self.apply_setup().await? {
+            return Ok(interrupted(format!("the setup could not be applied again: {why}")));
+        }
+        let mut replayed = 0;
+        for e in self.o.store.events(&id).await? {
+            let replay = match e.kind.as_str() {
+                "action" | "fix" | HIDDEN_EVENT => e.data.get("setup").is_none(),
+                "learner_action" => e.data["ok"].as_bool() == Some(true),
+                _ => false,
+            };
+            let Some(action) = replay
+                .then(|| serde_json::from_value::<Action>(e.data["action"].clone()).ok())
+                .flatten()
+            else {
+                continue;
+            };
+            if matches!(
+                action,
+                Action::Process { .. } | Action::Notify { .. } | Action::Phase { .. }
+            ) {
+                continue;
+            }
+            let outcome = self.o.lab.apply(&action).await;
+            if !outcome.ok() {
+                return Ok(interrupted(format!(
+                    "replaying {} failed: {}",
+                    action_name(&action),
+                    outcome.error_text()
+                )));
+            }
+            replayed += 1;
+        }
+        self.o
+            .record(
+                &id,
+                "note",
+                None,
+                json!({"text": format!("The lab's state was restored: the setup and {replayed} recorded change(s) applied again.")}),
+            )
+            .await?;
+        Ok(None)
+    }
+
+    /// The setup: releases, configuration and faults of every service, every process running,
+    /// the load. `Some` when the run ended here.
+    async fn apply_setup(&mut self) -> anyhow::Result<Option<Ended>> {
+        let id = self.run.id.clone();
         let s = self.scenario.clone();
         // Releases: the scenario's own on every service (none: only the built-in ones), before
         // the configuration deploys one of them. Hidden until the debrief.
@@ -730,7 +806,13 @@ impl Driver {
             )));
         }
 
-        // Steady state.
+        Ok(None)
+    }
+
+    /// Waits for the steady state. `Some` when the run ended here.
+    async fn steady_state(&mut self) -> anyhow::Result<Option<Ended>> {
+        let id = self.run.id.clone();
+        let s = self.scenario.clone();
         let checks = s.steady_state.checks.clone();
         let started = Instant::now();
         let within = s.steady_state.within.value.std();

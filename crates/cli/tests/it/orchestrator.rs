@@ -49,12 +49,52 @@ fix:
 guide: drill.md
 "#;
 
+/// A scenario whose fault is a release that fails every orders request: if a restart of the
+/// lab forgot it, the criterion would pass within seconds.
+const RELAPSE: &str = r#"
+id: relapse
+title: A release that fails every order request
+difficulty: beginner
+estimated_time: 5m
+objectives: [survive a restart]
+briefing: Orders fail.
+releases:
+  orders: {"2.0.0": {}, "2.1.0": {error_rate: 1.0}}
+setup:
+  load: {rate: 5}
+  config:
+    orders: {version: "2.0.0"}
+steady_state:
+  within: 60s
+  checks:
+    - {name: orders scraped, query: 'sum(up{job="orders"})', comparator: ">=", threshold: 1, for: 2s}
+timeline:
+  - {at: 2s, phase: fault}
+  - at: 2s
+    deploy: {service: orders, version: "2.1.0"}
+hints:
+  - {after: 60s, text: roll back}
+success_criteria:
+  - name: no orders failures
+    query: 'sum(rate(http_server_requests_total{service="orders",status="500"}[10s])) or vector(0)'
+    comparator: "<"
+    threshold: 0.1
+    for: 6s
+time_limit: 5m
+fix:
+  root_cause: release 2.1.0 fails every request
+  steps:
+    - deploy: {service: orders, version: "2.0.0"}
+guide: relapse.md
+"#;
+
 /// A lab started with `up` (stopped with SIGTERM when dropped) and a scenario directory.
 struct Lab {
     up: Child,
     ports: Vec<u16>,
     _dir: TempDir,
     scenarios: TempDir,
+    db: String,
 }
 
 impl Drop for Lab {
@@ -74,6 +114,8 @@ impl Lab {
         let scenarios = TempDir::new("orchestrator-scenarios");
         std::fs::write(format!("{}/drill.yaml", scenarios.path()), DRILL).unwrap();
         std::fs::write(format!("{}/drill.md", scenarios.path()), "# Drill\nThe guide.").unwrap();
+        std::fs::write(format!("{}/relapse.yaml", scenarios.path()), RELAPSE).unwrap();
+        std::fs::write(format!("{}/relapse.md", scenarios.path()), "# Relapse").unwrap();
         let ports = free_ports(10);
         let (up, _) = start_up(dir.path(), &ports, &db, &["--scenarios", scenarios.path()]);
         Lab {
@@ -81,7 +123,24 @@ impl Lab {
             ports,
             _dir: dir,
             scenarios,
+            db,
         }
+    }
+
+    /// Stops `up` (SIGTERM, as Ctrl-C) and starts it again on the same data directory.
+    fn restart(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.up.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.up.wait();
+        let (up, _) = start_up(
+            self._dir.path(),
+            &self.ports,
+            &self.db,
+            &["--scenarios", self.scenarios.path()],
+        );
+        self.up = up;
     }
 
     /// The fault channel's token `up` keeps in the data directory.
@@ -670,5 +729,50 @@ async fn the_panel_reads_traces_and_logs_from_the_telemetry_url_and_metrics_from
         (status, answer["error"].as_str()),
         (502, Some("unreachable")),
         "{answer}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restarting_the_lab_mid_incident_restores_the_fault_and_the_run_does_not_pass() {
+    let mut lab = Lab::start().await;
+    let base = lab.url(9);
+    let (status, run) = send_json(
+        Method::POST,
+        &format!("{base}/api/runs"),
+        json!({"scenario": "relapse"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{run}");
+    let id = run["id"].as_str().unwrap().to_owned();
+    eventually("the criteria to break", Duration::from_secs(90), || async {
+        let s = run_state(&base, &id).await;
+        (!kinds(&s, "criteria_broken").is_empty()).then_some(())
+    })
+    .await;
+
+    // Ctrl-C and `up` again: every service starts from its defaults (orders on 1.0.0).
+    lab.restart();
+    eventually("the lab restored", Duration::from_secs(90), || async {
+        let s = run_state(&base, &id).await;
+        kinds(&s, "note")
+            .iter()
+            .any(|e| e["data"]["text"].as_str().is_some_and(|t| t.contains("restored")))
+            .then_some(())
+    })
+    .await;
+    let (_, config) = send_json(Method::GET, &format!("{}/config", lab.url(3)), Value::Null).await;
+    assert_eq!(
+        config["values"]["version"], "2.1.0",
+        "the bad release is deployed again: {config}"
+    );
+    // Longer than the criterion's window and its rate window: a lab that had forgotten the
+    // fault would be resolved by now.
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    let s = run_state(&base, &id).await;
+    assert_eq!(s["run"]["status"], "running", "{}", s["run"]);
+    let live = &s["live"]["criteria"][0]["status"];
+    assert_eq!(
+        live["passing"], false,
+        "the criterion still fails after the restart: {live}"
     );
 }
