@@ -32,7 +32,19 @@ enum Command {
     Scenario(observastack_orchestrator::ScenarioCommand),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    // An error is a sentence for the user (its causes joined with `: `), never a backtrace,
+    // whatever RUST_BACKTRACE says; a panic still prints one.
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("Error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     die_with_parent()?;
     let runtime = tokio::runtime::Runtime::new()?;

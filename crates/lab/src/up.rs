@@ -239,7 +239,7 @@ pub async fn run_up(args: UpArgs) -> anyhow::Result<()> {
         wait_ready(&state, &mut children, Duration::from_secs(args.ready_timeout_s)).await?;
         state.write()?;
         print_urls(&state, &data_dir, started.elapsed());
-        wait_for_stop(&mut children).await
+        wait_for_stop(&mut children, &data_dir.join("logs")).await
     }
     .await;
 
@@ -480,8 +480,14 @@ async fn wait_ready(state: &LabState, children: &mut Children, timeout: Duration
         .build()?;
     let deadline = Instant::now() + timeout;
     let mut last_said: BTreeMap<String, String> = BTreeMap::new();
+    let logs = state.data_dir.join("logs");
     loop {
-        children.check_alive()?;
+        children.check_alive(&logs)?;
+        // A SUT process that exits while the lab starts (a bad --database-url) is restarted by
+        // the agent and would crash-loop until the timeout: say so at once, with its errors.
+        if let Some(failure) = sut_start_failure(&client, &state.agent_url, &logs).await {
+            anyhow::bail!("{failure}");
+        }
         let mut pending = Vec::new();
         for c in &state.components {
             let why = match client.get(&c.ready_url).send().await {
@@ -507,6 +513,62 @@ async fn wait_ready(state: &LabState, children: &mut Children, timeout: Duration
             anyhow::bail!("not ready after {} s: {}", timeout.as_secs(), pending.join(", "));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The first SUT process the agent saw exit during start-up, with its last error lines.
+async fn sut_start_failure(client: &reqwest::Client, agent: &str, logs: &Path) -> Option<String> {
+    let body: serde_json::Value = client
+        .get(format!("{agent}/processes"))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    let exited = body["processes"]
+        .as_array()?
+        .iter()
+        .find(|p| !p["last_exit"].is_null())?;
+    let name = exited["name"].as_str()?;
+    Some(format!(
+        "{name} exited while the lab was starting ({}): {}",
+        exited["last_exit"].as_str().unwrap_or("unknown status"),
+        last_errors(&logs.join(format!("{name}.log")))
+    ))
+}
+
+/// The last error lines of a component's log file (its JSON lines' message and error, or the
+/// last raw lines when none says `error`), for a start-up failure's message.
+fn last_errors(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().rev().take(200).collect();
+    let errors: Vec<String> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["level"].as_str().is_some_and(|lvl| lvl.eq_ignore_ascii_case("error")))
+        .take(3)
+        .map(|v| {
+            let message = v["message"].as_str().unwrap_or_default();
+            match v["error"].as_str() {
+                Some(error) => format!("{message} {error}"),
+                None => message.to_owned(),
+            }
+        })
+        .collect();
+    let picked: Vec<String> = if errors.is_empty() {
+        lines.iter().take(3).map(|l| (*l).to_owned()).collect()
+    } else {
+        errors
+    };
+    if picked.is_empty() {
+        format!("nothing in {}", path.display())
+    } else {
+        format!(
+            "{} (more in {})",
+            picked.into_iter().rev().collect::<Vec<_>>().join(" | "),
+            path.display()
+        )
     }
 }
 
@@ -567,14 +629,14 @@ fn print_urls(state: &LabState, data_dir: &Path, elapsed: Duration) {
 }
 
 /// Waits for Ctrl-C or SIGTERM; a child that exits by itself is an error.
-async fn wait_for_stop(children: &mut Children) -> anyhow::Result<()> {
+async fn wait_for_stop(children: &mut Children, logs: &Path) -> anyhow::Result<()> {
     let signal = observastack_common::shutdown_signal();
     tokio::pin!(signal);
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     loop {
         tokio::select! {
             _ = &mut signal => return Ok(()),
-            _ = tick.tick() => children.check_alive()?,
+            _ = tick.tick() => children.check_alive(logs)?,
         }
     }
 }
@@ -587,7 +649,7 @@ struct Children {
 }
 
 impl Children {
-    fn check_alive(&mut self) -> anyhow::Result<()> {
+    fn check_alive(&mut self, logs: &Path) -> anyhow::Result<()> {
         for (name, child) in [
             ("observability backend", &mut self.telemetry),
             ("agent", &mut self.agent),
@@ -598,7 +660,15 @@ impl Children {
                 && let Some(status) = c.try_wait()?
             {
                 *child = None;
-                anyhow::bail!("the {name} exited unexpectedly ({status})");
+                let file = match name {
+                    "observability backend" => "telemetry",
+                    "load generator" => "loadgen",
+                    other => other,
+                };
+                anyhow::bail!(
+                    "the {name} exited unexpectedly ({status}): {}",
+                    last_errors(&logs.join(format!("{file}.log")))
+                );
             }
         }
         Ok(())

@@ -285,3 +285,38 @@ fn up_refuses_a_port_in_use_and_names_the_flag() {
         "{err}"
     );
 }
+
+#[test]
+fn a_service_that_cannot_start_ends_up_at_once_with_its_error_in_one_line() {
+    let dir = TempDir::new("bad-db");
+    // SQLite without `?mode=rwc` on a file that does not exist: orders cannot open it and the
+    // agent would restart it until the ready timeout (120 s by default).
+    let url = format!("sqlite://{}/missing/shop.db", dir.path());
+    let mut up = Command::new(exe())
+        .args(["up", "--data-dir", dir.path(), "--database-url", &url])
+        .args(port_args(&free_ports(10)))
+        .env("RUST_BACKTRACE", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Well inside the ready timeout: `up` gives up on its own, it is not killed here.
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = up.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "up is still waiting for a service that cannot start"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(!status.success());
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut up.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(err.contains("orders exited while the lab was starting"), "{err}");
+    assert!(err.to_lowercase().contains("unable to open database file"), "{err}");
+    assert!(!err.contains("Stack backtrace"), "one line, not a backtrace: {err}");
+}
