@@ -20,6 +20,9 @@ pub struct Component {
     pub ready_url: String,
     /// Whether the agent supervises it (its pid comes from the agent's API).
     pub supervised: bool,
+    /// How often `up` restarted it after it exited by itself (its own components only).
+    #[serde(default)]
+    pub restarts: u32,
 }
 
 /// The lab as `up` wrote it.
@@ -48,6 +51,8 @@ pub struct ComponentStatus {
     pub healthy: bool,
     /// Endpoint kind → URL.
     pub endpoints: BTreeMap<String, String>,
+    /// How often `up` restarted it (the agent counts the SUT's restarts: `GET /processes`).
+    pub restarts: u32,
 }
 
 impl LabState {
@@ -116,6 +121,7 @@ impl LabState {
                 pid,
                 healthy,
                 endpoints: c.endpoints.clone(),
+                restarts: c.restarts,
             });
         }
         out
@@ -143,8 +149,12 @@ pub fn table(rows: &[ComponentStatus]) -> String {
             .map(|(k, v)| format!("{k}={v}"))
             .collect::<Vec<_>>()
             .join("  ");
+        let restarted = match r.restarts {
+            0 => String::new(),
+            n => format!("  (restarted {n}×)"),
+        };
         out.push_str(&format!(
-            "{:<12} {:>8}  {:<8} {}\n",
+            "{:<12} {:>8}  {:<8} {}{restarted}\n",
             r.name,
             pid,
             if r.healthy { "yes" } else { "NO" },
@@ -166,12 +176,14 @@ mod tests {
                 pid: Some(42),
                 healthy: true,
                 endpoints: BTreeMap::from([("user".into(), "http://127.0.0.1:8000/".into())]),
+                restarts: 0,
             },
             ComponentStatus {
                 name: "worker".into(),
                 pid: None,
                 healthy: false,
                 endpoints: BTreeMap::new(),
+                restarts: 2,
             },
         ];
         let text = table(&rows);
@@ -180,6 +192,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("worker              -  NO"), "{text}");
+        assert!(
+            text.contains("(restarted 2×)") && !text.contains("(restarted 0"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -226,9 +226,17 @@ pub async fn run_up(args: UpArgs) -> anyhow::Result<()> {
         agent: Some(agent_cmd.spawn().context("Failed to start the agent")?),
         loadgen: Some(loadgen_cmd.spawn().context("Failed to start the load generator")?),
         orchestrator: Some(orchestrator_cmd.spawn().context("Failed to start the orchestrator")?),
+        commands: BTreeMap::new(),
     };
+    // Kept to start each again if it exits once the lab is up.
+    children.commands = BTreeMap::from([
+        ("telemetry", telemetry_cmd),
+        ("agent", agent_cmd),
+        ("loadgen", loadgen_cmd),
+        ("orchestrator", orchestrator_cmd),
+    ]);
 
-    let state = LabState {
+    let mut state = LabState {
         pid: std::process::id(),
         started_at_ms: observastack_common::now_millis(),
         data_dir: data_dir.clone(),
@@ -239,7 +247,13 @@ pub async fn run_up(args: UpArgs) -> anyhow::Result<()> {
         wait_ready(&state, &mut children, Duration::from_secs(args.ready_timeout_s)).await?;
         state.write()?;
         print_urls(&state, &data_dir, started.elapsed());
-        wait_for_stop(&mut children, &data_dir.join("logs")).await
+        supervise(
+            &mut children,
+            &mut state,
+            &data_dir.join("logs"),
+            &url(args.control_port),
+        )
+        .await
     }
     .await;
 
@@ -423,6 +437,7 @@ fn components(args: &UpArgs, children: &Children) -> Vec<Component> {
             endpoints,
             ready_url: format!("{}/readyz", url(admin)),
             supervised: true,
+            restarts: 0,
         }
     };
     let own = |name: &str, port: u16, pid: Option<u32>| Component {
@@ -434,6 +449,7 @@ fn components(args: &UpArgs, children: &Children) -> Vec<Component> {
         ]),
         ready_url: format!("{}/readyz", url(port)),
         supervised: false,
+        restarts: 0,
     };
     vec![
         sut("gateway", args.gateway_admin_port, Some(args.gateway_port)),
@@ -628,16 +644,103 @@ fn print_urls(state: &LabState, data_dir: &Path, elapsed: Duration) {
     );
 }
 
-/// Waits for Ctrl-C or SIGTERM; a child that exits by itself is an error.
-async fn wait_for_stop(children: &mut Children, logs: &Path) -> anyhow::Result<()> {
+/// Waits for Ctrl-C or SIGTERM, restarting a component of the lab that exits by itself (the
+/// agent restarts the SUT): after 1 s, then twice as long each time up to 30 s. Each restart is
+/// counted in `state.json` (`status` shows it), said on the terminal, and sent to the
+/// orchestrator as an alert, so the learner sees it in the incident feed.
+async fn supervise(children: &mut Children, state: &mut LabState, logs: &Path, control: &str) -> anyhow::Result<()> {
     let signal = observastack_common::shutdown_signal();
     tokio::pin!(signal);
     let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let mut due: BTreeMap<&'static str, Instant> = BTreeMap::new();
     loop {
         tokio::select! {
             _ = &mut signal => return Ok(()),
-            _ = tick.tick() => children.check_alive(logs)?,
+            _ = tick.tick() => {
+                for (name, status) in children.exited() {
+                    let restarts = state.components.iter().find(|c| c.name == name).map_or(0, |c| c.restarts);
+                    let delay = Duration::from_secs(1 << restarts.min(5)).min(Duration::from_secs(30));
+                    eprintln!(
+                        "The {} exited ({status}): {}. Restarting it in {} s.",
+                        label(name),
+                        last_errors(&logs.join(format!("{name}.log"))),
+                        delay.as_secs()
+                    );
+                    due.insert(name, Instant::now() + delay);
+                }
+                let now = Instant::now();
+                let ready: Vec<&'static str> = due.iter().filter(|(_, at)| **at <= now).map(|(n, _)| *n).collect();
+                for name in ready {
+                    due.remove(name);
+                    match children.respawn(name) {
+                        Ok(pid) => {
+                            let count = match state.components.iter_mut().find(|c| c.name == name) {
+                                Some(c) => {
+                                    c.restarts += 1;
+                                    c.pid = pid;
+                                    c.restarts
+                                }
+                                None => 0,
+                            };
+                            state.write()?;
+                            eprintln!("The {} was restarted (restart {count}).", label(name));
+                            tokio::spawn(announce_restart(control.to_owned(), name, count));
+                        }
+                        Err(error) => {
+                            eprintln!("Failed to restart the {}: {error:#}. Trying again in 5 s.", label(name));
+                            due.insert(name, Instant::now() + Duration::from_secs(5));
+                        }
+                    }
+                }
+            }
         }
+    }
+}
+
+/// How the terminal names a component.
+fn label(name: &str) -> &str {
+    match name {
+        "telemetry" => "observability backend",
+        "loadgen" => "load generator",
+        other => other,
+    }
+}
+
+/// Tells the learner, through the orchestrator's alert webhook (the incident feed), that a
+/// component of the lab restarted, and what it cost. Tried for a minute: the orchestrator may
+/// be the one restarting.
+async fn announce_restart(control: String, name: &'static str, count: u32) {
+    let what = match name {
+        "telemetry" => "the observability backend restarted: metrics, traces and logs from before the restart are lost",
+        "orchestrator" => "the orchestrator restarted: the run resumes with its lab restored",
+        "agent" => "the control agent restarted, and with it the shop's processes",
+        _ => "the load generator restarted: the simulated users' statistics start again",
+    };
+    let starts_at = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+    let body = serde_json::json!({
+        "version": "4",
+        "status": "firing",
+        "alerts": [{
+            "status": "firing",
+            "labels": {"alertname": "LabComponentRestarted", "severity": "warning", "component": name},
+            "annotations": {"summary": what},
+            "startsAt": starts_at,
+            "fingerprint": format!("lab-restart-{name}-{count}"),
+        }],
+    });
+    let Ok(client) = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(2))
+        .build()
+    else {
+        return;
+    };
+    for _ in 0..30 {
+        let sent = client.post(format!("{control}/api/alerts")).json(&body).send().await;
+        if sent.is_ok_and(|r| r.status().is_success()) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
     }
 }
 
@@ -646,9 +749,52 @@ struct Children {
     agent: Option<Child>,
     loadgen: Option<Child>,
     orchestrator: Option<Child>,
+    /// The command of each, by component name, to start it again.
+    commands: BTreeMap<&'static str, Command>,
 }
 
 impl Children {
+    fn slot(&mut self, name: &str) -> Option<&mut Option<Child>> {
+        match name {
+            "telemetry" => Some(&mut self.telemetry),
+            "agent" => Some(&mut self.agent),
+            "loadgen" => Some(&mut self.loadgen),
+            "orchestrator" => Some(&mut self.orchestrator),
+            _ => None,
+        }
+    }
+
+    /// The components that exited since the last look, with their status.
+    fn exited(&mut self) -> Vec<(&'static str, std::process::ExitStatus)> {
+        let mut out = Vec::new();
+        for name in ["telemetry", "agent", "loadgen", "orchestrator"] {
+            if let Some(slot) = self.slot(name)
+                && let Some(child) = slot
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                *slot = None;
+                out.push((name, status));
+            }
+        }
+        out
+    }
+
+    /// Starts a component again from the command it was first started with.
+    fn respawn(&mut self, name: &'static str) -> anyhow::Result<Option<u32>> {
+        let command = self
+            .commands
+            .get_mut(name)
+            .ok_or_else(|| anyhow::anyhow!("no command for {name}"))?;
+        let child = command
+            .spawn()
+            .with_context(|| format!("Failed to start the {}", label(name)))?;
+        let pid = child.id();
+        if let Some(slot) = self.slot(name) {
+            *slot = Some(child);
+        }
+        Ok(pid)
+    }
+
     fn check_alive(&mut self, logs: &Path) -> anyhow::Result<()> {
         for (name, child) in [
             ("observability backend", &mut self.telemetry),

@@ -320,3 +320,47 @@ fn a_service_that_cannot_start_ends_up_at_once_with_its_error_in_one_line() {
     assert!(err.to_lowercase().contains("unable to open database file"), "{err}");
     assert!(!err.contains("Stack backtrace"), "one line, not a backtrace: {err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_component_of_the_lab_killed_is_restarted_and_counted() {
+    let db = fresh_pg_database().await;
+    let dir = TempDir::new("up-supervise");
+    let ports = free_ports(10);
+    let (mut up, _) = start_up(dir.path(), &ports, &db, &[]);
+    let component = |status: &Value, name: &str| {
+        status["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .cloned()
+            .unwrap()
+    };
+    let before = component(&status_json(dir.path()), "orchestrator");
+    let pid = before["pid"].as_i64().unwrap();
+    assert_eq!(before["restarts"], 0);
+    // A crash of the orchestrator: `up` used to stop the whole lab.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let after = eventually("the orchestrator restarted", Duration::from_secs(30), || {
+        let dir = dir.path().to_owned();
+        async move {
+            let c = component(&status_json(&dir), "orchestrator");
+            (c["restarts"] == 1 && c["healthy"] == true).then_some(c)
+        }
+    })
+    .await;
+    assert_ne!(after["pid"].as_i64(), Some(pid));
+    assert!(up.try_wait().unwrap().is_none(), "up is still running");
+    let control = format!("http://127.0.0.1:{}", ports[9]);
+    let (status, _) = send_json(Method::GET, &format!("{control}/api/scenarios"), Value::Null).await;
+    assert_eq!(status, 200, "the restarted orchestrator answers");
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(up.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = up.wait();
+}
