@@ -201,7 +201,11 @@ impl Engine {
                     ));
                 }
             }
-            t += step_ms;
+            // A range ending near the end of time ends there rather than overflow.
+            match t.checked_add(step_ms) {
+                Some(next) => t = next,
+                None => break,
+            }
         }
         acc.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
         Ok(Value::Matrix(acc))
@@ -611,7 +615,7 @@ fn describe(query: &str, tok: &Token) -> String {
 
 /// The 1-based line and column of byte `offset`, counted as Prometheus counts them (the column
 /// in bytes from the last line break).
-fn line_column(query: &str, offset: usize) -> (usize, usize) {
+pub(crate) fn line_column(query: &str, offset: usize) -> (usize, usize) {
     let before = &query.as_bytes()[..offset.min(query.len())];
     let line = 1 + before.iter().filter(|b| **b == b'\n').count();
     let column = match before.iter().rposition(|b| *b == b'\n') {
@@ -892,7 +896,8 @@ impl<'a> Evaluator<'a> {
                 None => (lo, hi),
             };
             let key = std::ptr::from_ref(vs) as usize;
-            let w = (l - off - range, h - off);
+            // Saturating: an offset or range of 1e18 seconds is valid PromQL.
+            let w = (l.saturating_sub(off).saturating_sub(range), h.saturating_sub(off));
             let e = out.entry(key).or_insert(w);
             *e = (e.0.min(w.0), e.1.max(w.1));
         };
@@ -905,7 +910,12 @@ impl<'a> Evaluator<'a> {
                     Some(a) => (a, a),
                     None => (lo, hi),
                 };
-                self.find_windows(&sq.expr, l - off - dur_ms(&sq.range), h - off, out);
+                self.find_windows(
+                    &sq.expr,
+                    l.saturating_sub(off).saturating_sub(dur_ms(&sq.range)),
+                    h.saturating_sub(off),
+                    out,
+                );
             }
             Expr::Aggregate(a) => {
                 self.find_windows(&a.expr, lo, hi, out);
@@ -1040,7 +1050,7 @@ impl<'a> Evaluator<'a> {
 
     fn instant_selector(&self, vs: &VectorSelector, t: i64) -> Result<Vec<El>, QueryError> {
         let series = self.series_for(vs, false)?;
-        let reference = self.at_ms(&vs.at).unwrap_or(t) - offset_ms(&vs.offset);
+        let reference = self.at_ms(&vs.at).unwrap_or(t).saturating_sub(offset_ms(&vs.offset));
         let mut out = Vec::with_capacity(series.len());
         for s in series.iter() {
             let idx = seek(&s.samples, s.cursor.get().1, reference);
@@ -1049,7 +1059,7 @@ impl<'a> Evaluator<'a> {
                 continue;
             }
             let p = s.samples[idx - 1];
-            if p.t_ms <= reference - self.lookback_ms || is_stale_nan(p.value) {
+            if p.t_ms <= reference.saturating_sub(self.lookback_ms) || is_stale_nan(p.value) {
                 continue;
             }
             out.push(El {
@@ -1073,8 +1083,11 @@ impl<'a> Evaluator<'a> {
             Expr::MatrixSelector(ms) => {
                 let series = self.series_for(&ms.vs, true)?;
                 let range = dur_ms(&ms.range);
-                let end = self.at_ms(&ms.vs.at).unwrap_or(t) - offset_ms(&ms.vs.offset);
-                let start = end - range;
+                let end = self
+                    .at_ms(&ms.vs.at)
+                    .unwrap_or(t)
+                    .saturating_sub(offset_ms(&ms.vs.offset));
+                let start = end.saturating_sub(range);
                 let mut out = Vec::with_capacity(series.len());
                 for s in series.iter() {
                     let (lo_hint, hi_hint) = s.cursor.get();
@@ -1106,12 +1119,12 @@ impl<'a> Evaluator<'a> {
                 if step <= 0 {
                     return Err(exec("subquery step must be positive"));
                 }
-                let end = self.at_ms(&sq.at).unwrap_or(t) - offset_ms(&sq.offset);
-                let start = end - range;
+                let end = self.at_ms(&sq.at).unwrap_or(t).saturating_sub(offset_ms(&sq.offset));
+                let start = end.saturating_sub(range);
                 // The first step is the first multiple of `step` after the window's start.
                 let mut ts = step * (start / step);
                 if ts <= start {
-                    ts += step;
+                    ts = ts.saturating_add(step);
                 }
                 let mut acc: BTreeMap<Labels, (bool, Vec<Sample>)> = BTreeMap::new();
                 // The subquery's points stay with the step that evaluates it; what each of its
@@ -1142,7 +1155,10 @@ impl<'a> Evaluator<'a> {
                         }
                         _ => return Err(exec("subquery must be of an instant vector or scalar")),
                     }
-                    ts += step;
+                    match ts.checked_add(step) {
+                        Some(next) => ts = next,
+                        None => break,
+                    }
                 }
                 Ok(MatrixArg {
                     series: acc
@@ -1750,6 +1766,37 @@ mod tests {
             error.contains("too many samples") && error.contains("limit 10 samples"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn extreme_durations_offsets_and_times_answer_without_a_panic() {
+        // Overflow checks are on in tests: the window arithmetic must saturate or refuse.
+        let storage = one_series();
+        let engine = Engine::new().with_limits(Limits {
+            timeout: std::time::Duration::from_secs(1),
+            ..Limits::default()
+        });
+        for query in [
+            "up[1e18]",
+            "rate(up[1e18] offset 1e18)",
+            "up offset -1e18",
+            "up offset 1e18 + up offset -1e18",
+            "up @ 1e18",
+            "up @ -1e18",
+            "up[1e18] @ -1e18 offset -1e18",
+            "max_over_time(up[1e18:1e18])",
+            "max_over_time(up[1e18:1])",
+            "max_over_time(up[5m:1e18] offset -1e18)",
+            "up[9223372036854775807]",
+            "up[1e30]",
+            "up offset Inf",
+            "up[Inf]",
+            "up[5m:NaN]",
+        ] {
+            // Any answer will do: a value, a refusal, or the timeout.
+            let _ = engine.instant(&storage, query, 1_800_000);
+            let _ = engine.range(&storage, query, 0, 1_800_000, 600_000);
+        }
     }
 
     #[test]

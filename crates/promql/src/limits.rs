@@ -61,9 +61,10 @@ impl Default for Limits {
     }
 }
 
-/// Refuses a query longer than `limits.max_query_bytes`, or one whose syntax tree could be
-/// deeper than `limits.max_depth`, before it is parsed. A query that does not lex passes: the
-/// parser, which lexes first and builds no tree then, reports its error.
+/// Refuses a query longer than `limits.max_query_bytes`, one whose syntax tree could be deeper
+/// than `limits.max_depth`, or one with a number for a duration that promql-parser cannot take,
+/// before it is parsed. A query that does not lex passes: the parser, which lexes first and
+/// builds no tree then, reports its error.
 pub(crate) fn check_text(query: &str, limits: &Limits) -> Result<(), QueryError> {
     if query.len() > limits.max_query_bytes {
         return Err(QueryError::QueryTooLong {
@@ -71,13 +72,33 @@ pub(crate) fn check_text(query: &str, limits: &Limits) -> Result<(), QueryError>
             max: limits.max_query_bytes,
         });
     }
-    match depth_bound(query) {
-        Some(depth) if depth > limits.max_depth => Err(QueryError::TooDeep {
-            depth,
-            max: limits.max_depth,
-        }),
-        _ => Ok(()),
+    let Some(scan) = scan(query) else {
+        return Ok(());
+    };
+    if let Some((start, end)) = scan.bad_duration {
+        return Err(QueryError::Parse {
+            message: format!("duration {:?} is out of range", &query[start..end]),
+            position: Some(crate::engine::line_column(query, start)),
+        });
     }
+    if scan.depth > limits.max_depth {
+        return Err(QueryError::TooDeep {
+            depth: scan.depth,
+            max: limits.max_depth,
+        });
+    }
+    Ok(())
+}
+
+/// What [`scan`] reads from a query's tokens.
+#[derive(Debug, PartialEq, Eq)]
+struct Scan {
+    /// An upper bound on the syntax tree's depth.
+    depth: usize,
+    /// The byte span of the first number written for a duration (`x[300]`, `[5m:30]`,
+    /// `offset 60`) that is not a number of seconds a `Duration` can hold (infinite, NaN, or
+    /// over 584 billion years): promql-parser's grammar action panics on it.
+    bad_duration: Option<(usize, usize)>,
 }
 
 /// One open bracket while [`depth_bound`] scans: the deepest of its comma-separated parts so far
@@ -128,16 +149,38 @@ impl Level {
 /// level (a parenthesis, a function call, an aggregation), label matchers `{…}` count none.
 /// The bound is exact for a chain of binary operators and for nested parentheses and calls,
 /// and counts a few levels too many where grouping clauses (`by (a)`) or signs stand.
+#[cfg(test)]
 pub(crate) fn depth_bound(query: &str) -> Option<usize> {
+    scan(query).map(|s| s.depth)
+}
+
+/// Reads the depth bound ([`depth_bound`]) and the first bad duration of `query` in one pass
+/// over its tokens; `None` when it does not lex.
+fn scan(query: &str) -> Option<Scan> {
     use lrpar::{Lexeme, Lexer};
     use promql_parser::parser::token::{
-        T_COMMA, T_EOF, T_LEFT_BRACE, T_LEFT_BRACKET, T_LEFT_PAREN, T_RIGHT_BRACE, T_RIGHT_BRACKET, T_RIGHT_PAREN,
-        TokenType,
+        T_ADD, T_COLON, T_COMMA, T_EOF, T_LEFT_BRACE, T_LEFT_BRACKET, T_LEFT_PAREN, T_NUMBER, T_OFFSET, T_RIGHT_BRACE,
+        T_RIGHT_BRACKET, T_RIGHT_PAREN, T_SUB, TokenType,
     };
     let lexer = promql_parser::parser::lexer(query).ok()?;
     let mut open: Vec<Level> = vec![Level::default()];
+    let mut bad_duration = None;
+    // The two tokens before the current one.
+    let (mut prev, mut prev2) = (T_EOF, T_EOF);
     for lexeme in lexer.iter() {
-        let id = lexeme.ok()?.tok_id();
+        let lexeme = lexeme.ok()?;
+        let id = lexeme.tok_id();
+        let in_duration_place =
+            matches!(prev, T_LEFT_BRACKET | T_COLON | T_OFFSET) || (matches!(prev, T_ADD | T_SUB) && prev2 == T_OFFSET);
+        if id == T_NUMBER && in_duration_place && bad_duration.is_none() {
+            let span = lexeme.span();
+            let (start, end) = (span.start(), span.end());
+            let seconds = promql_parser::util::parse_str_radix(&query[start..end]);
+            if seconds.is_ok_and(|s| std::time::Duration::try_from_secs_f64(s).is_err()) {
+                bad_duration = Some((start, end));
+            }
+        }
+        (prev2, prev) = (prev, id);
         match id {
             T_LEFT_PAREN | T_LEFT_BRACE | T_LEFT_BRACKET => open.push(Level {
                 braces: id == T_LEFT_BRACE,
@@ -163,7 +206,8 @@ pub(crate) fn depth_bound(query: &str) -> Option<usize> {
     while open.len() > 1 {
         close(&mut open);
     }
-    open.pop().map(Level::depth)
+    let depth = open.pop().map_or(1, Level::depth);
+    Some(Scan { depth, bad_duration })
 }
 
 /// Closes the innermost bracket of `open` (which has an enclosing level) into the one around it.
@@ -353,6 +397,35 @@ mod tests {
             Err(QueryError::TooDeep { depth: 7, max: 5 })
         );
         assert_eq!(check_text("sum(", &limits), Ok(()), "the parser reports it");
+    }
+
+    #[test]
+    fn numbers_no_duration_can_hold_are_refused_before_the_parser_panics_on_them() {
+        // Found by the `promql_parse_eval` fuzz target: promql-parser's grammar action turns the
+        // number into a `Duration` with `Duration::from_secs_f64`, which panics.
+        let limits = Limits::default();
+        let refused = |q: &str| match check_text(q, &limits) {
+            Err(QueryError::Parse { message, position }) => format!("{position:?} {message}"),
+            other => panic!("{q}: {other:?}"),
+        };
+        assert_eq!(refused("x[1e30]"), "Some((1, 3)) duration \"1e30\" is out of range");
+        assert_eq!(refused("x[5m:1e30]"), "Some((1, 6)) duration \"1e30\" is out of range");
+        assert_eq!(
+            refused("x offset 1e300"),
+            "Some((1, 10)) duration \"1e300\" is out of range"
+        );
+        assert_eq!(
+            refused("x offset -1e300"),
+            "Some((1, 11)) duration \"1e300\" is out of range"
+        );
+        assert_eq!(
+            refused("x offset\n+Inf"),
+            "Some((2, 2)) duration \"Inf\" is out of range"
+        );
+        // Numbers elsewhere, and durations a `Duration` holds, are the parser's to judge.
+        for ok in ["x[300]", "x[5m:30]", "x offset 60", "1e300 + Inf", "x[1e18]"] {
+            assert_eq!(check_text(ok, &limits), Ok(()), "{ok}");
+        }
     }
 
     #[test]
