@@ -4,6 +4,10 @@
 //! defines its semantics. Each selector's samples are fetched from the [`Storage`] once per
 //! query, for the whole time window that query can touch (computed by a pre-pass over the AST),
 //! and every step then slices those samples in memory.
+//!
+//! Every query is held to the engine's [`Limits`]: its text is checked for length and depth
+//! before it is parsed, and the evaluation checks a deadline and counts the samples it holds
+//! ([`crate::limits`]).
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
@@ -20,17 +24,20 @@ use crate::aggregate;
 use crate::cache::ParseCache;
 use crate::functions;
 use crate::labels::{IdBuild, Labels, METRIC_NAME, Matcher};
+use crate::limits::{Budget, Limits, check_text};
 use crate::storage::{Sample, Series, Storage, is_stale_nan};
 use crate::value::{InstantSample, QueryError, Value};
 
 /// Evaluates PromQL queries against a [`Storage`].
 ///
-/// Clones share one cache of parsed queries ([`crate::cache`]).
+/// Clones share one cache of parsed queries ([`crate::cache`]); a query is checked against the
+/// depth limit of the engine that parsed it first (the length limit is checked at every query).
 #[derive(Debug, Clone)]
 pub struct Engine {
     lookback_delta_ms: i64,
     max_points_per_series: usize,
     default_subquery_step_ms: i64,
+    limits: Limits,
     parsed: Arc<ParseCache>,
 }
 
@@ -40,6 +47,7 @@ impl Default for Engine {
             lookback_delta_ms: 5 * 60 * 1000,
             max_points_per_series: 11_000,
             default_subquery_step_ms: 60 * 1000,
+            limits: Limits::default(),
             parsed: Arc::new(ParseCache::new(crate::cache::PARSED_QUERIES)),
         }
     }
@@ -47,7 +55,8 @@ impl Default for Engine {
 
 impl Engine {
     /// An engine with Prometheus's defaults: 5 minutes of lookback, 11,000 points per series,
-    /// and a 1 minute step for subqueries that give none (the default evaluation interval).
+    /// a 1 minute step for subqueries that give none (the default evaluation interval), and the
+    /// default [`Limits`] (among them Prometheus's 2 minute timeout and 50,000,000 samples).
     pub fn new() -> Self {
         Self::default()
     }
@@ -70,9 +79,31 @@ impl Engine {
         self
     }
 
+    /// Sets the bounds every query is held to.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The bounds every query is held to.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// The syntax tree of `query`, from the cache or parsed once its text passed the limits.
+    fn parse_limited(&self, query: &str) -> Result<Arc<Expr>, QueryError> {
+        if query.len() > self.limits.max_query_bytes {
+            return Err(QueryError::QueryTooLong {
+                bytes: query.len(),
+                max: self.limits.max_query_bytes,
+            });
+        }
+        self.parsed.get_or_parse(query, |q| parse_with(q, &self.limits))
+    }
+
     /// Evaluates `query` at `t_ms`.
     pub fn instant(&self, storage: &dyn Storage, query: &str, t_ms: i64) -> Result<Value, QueryError> {
-        let expr = self.parsed.get_or_parse(query, parse)?;
+        let expr = self.parse_limited(query)?;
         let ev = Evaluator::new(self, storage, &expr, t_ms, t_ms);
         match ev.eval(&expr, t_ms)? {
             Val::Scalar(value) => Ok(Value::Scalar { t_ms, value }),
@@ -123,7 +154,7 @@ impl Engine {
                 max: self.max_points_per_series,
             });
         }
-        let expr = self.parsed.get_or_parse(query, parse)?;
+        let expr = self.parse_limited(query)?;
         match expr.value_type() {
             promql_parser::parser::value::ValueType::Vector | promql_parser::parser::value::ValueType::Scalar => {}
             other => {
@@ -149,9 +180,17 @@ impl Engine {
         };
         let mut t = start_ms;
         while t <= end_ms {
+            // What a step selects is dropped once its result is in `acc`, where it stays.
+            let mark = ev.budget.step_mark();
             match ev.eval(&expr, t)? {
-                Val::Scalar(value) => push(Labels::new(), Sample { t_ms: t, value }),
+                Val::Scalar(value) => {
+                    ev.budget.reset_step(mark);
+                    ev.budget.hold(1)?;
+                    push(Labels::new(), Sample { t_ms: t, value });
+                }
                 Val::Vector(v) => {
+                    ev.budget.reset_step(mark);
+                    ev.budget.hold(v.len())?;
                     for (labels, value) in finalize_vector(v)? {
                         push(labels, Sample { t_ms: t, value });
                     }
@@ -162,14 +201,27 @@ impl Engine {
                     ));
                 }
             }
-            t += step_ms;
+            // A range ending near the end of time ends there rather than overflow.
+            match t.checked_add(step_ms) {
+                Some(next) => t = next,
+                None => break,
+            }
         }
         acc.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
         Ok(Value::Matrix(acc))
     }
 }
 
+/// Parses `query` once its text passed the default [`Limits`] (for the functions that take no
+/// engine).
 fn parse(query: &str) -> Result<Expr, QueryError> {
+    parse_with(query, &Limits::default())
+}
+
+/// Parses `query` once its text passed `limits`' length and depth: promql-parser's type checks,
+/// the tree's `Drop` and the evaluator all recurse on the tree, so a tree too deep is never built.
+fn parse_with(query: &str, limits: &Limits) -> Result<Expr, QueryError> {
+    check_text(query, limits)?;
     promql_parser::parser::parse(query).map_err(|message| parse_error(query, message))
 }
 
@@ -563,7 +615,7 @@ fn describe(query: &str, tok: &Token) -> String {
 
 /// The 1-based line and column of byte `offset`, counted as Prometheus counts them (the column
 /// in bytes from the last line break).
-fn line_column(query: &str, offset: usize) -> (usize, usize) {
+pub(crate) fn line_column(query: &str, offset: usize) -> (usize, usize) {
     let before = &query.as_bytes()[..offset.min(query.len())];
     let line = 1 + before.iter().filter(|b| **b == b'\n').count();
     let column = match before.iter().rposition(|b| *b == b'\n') {
@@ -766,6 +818,8 @@ pub(crate) struct MatrixArg {
 }
 
 pub(crate) struct Evaluator<'a> {
+    /// The query's deadline and sample count.
+    pub budget: Budget,
     pub lookback_ms: i64,
     pub default_step_ms: i64,
     storage: &'a dyn Storage,
@@ -776,6 +830,14 @@ pub(crate) struct Evaluator<'a> {
     /// The grouping labels of every aggregation node's input series, kept across steps.
     group_caches: RefCell<HashMap<usize, aggregate::GroupCache>>,
 }
+
+/// When less stack than this is left, [`Evaluator::eval`] continues on a new segment: one level
+/// of evaluation takes up to 18 KiB in a debug build (a nested function call), much less when
+/// optimised.
+const STACK_RED_ZONE: usize = 256 * 1024;
+
+/// The size of each stack segment [`Evaluator::eval`] allocates when it runs short.
+const STACK_SEGMENT: usize = 4 * 1024 * 1024;
 
 pub(crate) fn dur_ms(d: &std::time::Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
@@ -799,6 +861,7 @@ fn system_time_ms(t: &SystemTime) -> i64 {
 impl<'a> Evaluator<'a> {
     fn new(engine: &Engine, storage: &'a dyn Storage, expr: &Expr, start: i64, end: i64) -> Self {
         let mut ev = Self {
+            budget: Budget::start(&engine.limits),
             lookback_ms: engine.lookback_delta_ms,
             default_step_ms: engine.default_subquery_step_ms,
             storage,
@@ -833,7 +896,8 @@ impl<'a> Evaluator<'a> {
                 None => (lo, hi),
             };
             let key = std::ptr::from_ref(vs) as usize;
-            let w = (l - off - range, h - off);
+            // Saturating: an offset or range of 1e18 seconds is valid PromQL.
+            let w = (l.saturating_sub(off).saturating_sub(range), h.saturating_sub(off));
             let e = out.entry(key).or_insert(w);
             *e = (e.0.min(w.0), e.1.max(w.1));
         };
@@ -846,7 +910,12 @@ impl<'a> Evaluator<'a> {
                     Some(a) => (a, a),
                     None => (lo, hi),
                 };
-                self.find_windows(&sq.expr, l - off - dur_ms(&sq.range), h - off, out);
+                self.find_windows(
+                    &sq.expr,
+                    l.saturating_sub(off).saturating_sub(dur_ms(&sq.range)),
+                    h.saturating_sub(off),
+                    out,
+                );
             }
             Expr::Aggregate(a) => {
                 self.find_windows(&a.expr, lo, hi, out);
@@ -890,8 +959,13 @@ impl<'a> Evaluator<'a> {
         let mut found: BTreeMap<Labels, Series> = BTreeMap::new();
         for g in groups {
             for s in self.storage.select(&g, lo, hi) {
-                found.entry(s.labels.clone()).or_insert(s);
+                if let std::collections::btree_map::Entry::Vacant(e) = found.entry(s.labels.clone()) {
+                    self.budget.hold(s.samples.len())?;
+                    e.insert(s);
+                }
             }
+            // Selecting can take long on a large store.
+            self.budget.check_deadline()?;
         }
         let rc = Rc::new(
             found
@@ -925,7 +999,14 @@ impl<'a> Evaluator<'a> {
         Ok(rc)
     }
 
+    /// Evaluates `expr` at `t`, once the deadline is checked, on more stack when little of the
+    /// thread's is left: every recursion of the evaluation passes here.
     pub fn eval(&self, expr: &Expr, t: i64) -> Result<Val, QueryError> {
+        self.budget.check_deadline()?;
+        stacker::maybe_grow(STACK_RED_ZONE, STACK_SEGMENT, || self.eval_node(expr, t))
+    }
+
+    fn eval_node(&self, expr: &Expr, t: i64) -> Result<Val, QueryError> {
         match expr {
             Expr::NumberLiteral(n) => Ok(Val::Scalar(n.val)),
             Expr::StringLiteral(s) => Ok(Val::Str(s.val.clone())),
@@ -969,7 +1050,7 @@ impl<'a> Evaluator<'a> {
 
     fn instant_selector(&self, vs: &VectorSelector, t: i64) -> Result<Vec<El>, QueryError> {
         let series = self.series_for(vs, false)?;
-        let reference = self.at_ms(&vs.at).unwrap_or(t) - offset_ms(&vs.offset);
+        let reference = self.at_ms(&vs.at).unwrap_or(t).saturating_sub(offset_ms(&vs.offset));
         let mut out = Vec::with_capacity(series.len());
         for s in series.iter() {
             let idx = seek(&s.samples, s.cursor.get().1, reference);
@@ -978,7 +1059,7 @@ impl<'a> Evaluator<'a> {
                 continue;
             }
             let p = s.samples[idx - 1];
-            if p.t_ms <= reference - self.lookback_ms || is_stale_nan(p.value) {
+            if p.t_ms <= reference.saturating_sub(self.lookback_ms) || is_stale_nan(p.value) {
                 continue;
             }
             out.push(El {
@@ -988,18 +1069,25 @@ impl<'a> Evaluator<'a> {
                 drop_name: false,
             });
         }
+        self.budget.hold_in_step(out.len())?;
         Ok(out)
     }
 
     /// Evaluates a matrix selector or a subquery (possibly in parentheses) at `t`.
     pub fn matrix_arg(&self, expr: &Expr, t: i64) -> Result<MatrixArg, QueryError> {
+        let mut expr = expr;
+        while let Expr::Paren(p) = expr {
+            expr = &p.expr;
+        }
         match expr {
-            Expr::Paren(p) => self.matrix_arg(&p.expr, t),
             Expr::MatrixSelector(ms) => {
                 let series = self.series_for(&ms.vs, true)?;
                 let range = dur_ms(&ms.range);
-                let end = self.at_ms(&ms.vs.at).unwrap_or(t) - offset_ms(&ms.vs.offset);
-                let start = end - range;
+                let end = self
+                    .at_ms(&ms.vs.at)
+                    .unwrap_or(t)
+                    .saturating_sub(offset_ms(&ms.vs.offset));
+                let start = end.saturating_sub(range);
                 let mut out = Vec::with_capacity(series.len());
                 for s in series.iter() {
                     let (lo_hint, hi_hint) = s.cursor.get();
@@ -1031,23 +1119,33 @@ impl<'a> Evaluator<'a> {
                 if step <= 0 {
                     return Err(exec("subquery step must be positive"));
                 }
-                let end = self.at_ms(&sq.at).unwrap_or(t) - offset_ms(&sq.offset);
-                let start = end - range;
+                let end = self.at_ms(&sq.at).unwrap_or(t).saturating_sub(offset_ms(&sq.offset));
+                let start = end.saturating_sub(range);
                 // The first step is the first multiple of `step` after the window's start.
                 let mut ts = step * (start / step);
                 if ts <= start {
-                    ts += step;
+                    ts = ts.saturating_add(step);
                 }
                 let mut acc: BTreeMap<Labels, (bool, Vec<Sample>)> = BTreeMap::new();
+                // The subquery's points stay with the step that evaluates it; what each of its
+                // own steps selects is dropped once the step's points are in `acc`.
+                let mark = self.budget.step_mark();
+                let mut points = 0usize;
                 while ts <= end {
-                    match self.eval(&sq.expr, ts)? {
+                    let value = self.eval(&sq.expr, ts)?;
+                    self.budget.reset_step(mark.saturating_add(points));
+                    match value {
                         Val::Scalar(f) => {
+                            self.budget.hold_in_step(1)?;
+                            points += 1;
                             acc.entry(Labels::new())
                                 .or_insert_with(|| (false, Vec::new()))
                                 .1
                                 .push(Sample { t_ms: ts, value: f });
                         }
                         Val::Vector(v) => {
+                            self.budget.hold_in_step(v.len())?;
+                            points += v.len();
                             for el in v {
                                 acc.entry(el.labels)
                                     .or_insert_with(|| (el.drop_name, Vec::new()))
@@ -1057,7 +1155,10 @@ impl<'a> Evaluator<'a> {
                         }
                         _ => return Err(exec("subquery must be of an instant vector or scalar")),
                     }
-                    ts += step;
+                    match ts.checked_add(step) {
+                        Some(next) => ts = next,
+                        None => break,
+                    }
                 }
                 Ok(MatrixArg {
                     series: acc
@@ -1531,6 +1632,189 @@ mod tests {
         );
         // A second grouping clause is a grammar error, at the second `by`.
         check("sum(x) by (a) by (b)", "1:15: parse error: unexpected <by>");
+    }
+
+    fn one_series() -> crate::MemStorage {
+        let mut s = crate::MemStorage::new();
+        let labels = Labels::from_pairs([("__name__", "up"), ("job", "a")]);
+        for i in 0..=120 {
+            s.add_sample(&labels, i * 15_000, 1.0);
+        }
+        s
+    }
+
+    /// Runs `f` on a thread with a stack of `kib` KiB, as small as a caller might have.
+    fn on_stack<T: Send>(kib: usize, f: impl FnOnce() -> T + Send) -> T {
+        std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .stack_size(kib * 1024)
+                .spawn_scoped(scope, f)
+                .unwrap()
+                .join()
+                .unwrap()
+        })
+    }
+
+    #[test]
+    fn long_chains_are_refused_before_they_are_parsed() {
+        // 5,000 terms (25 KB) overflowed the evaluator's stack and aborted the process; 50,000
+        // (250 KB) took 28 s to parse and overflowed the stack while the tree was dropped.
+        let storage = one_series();
+        let engine = Engine::new();
+        let chain = |terms: usize| vec!["up"; terms].join(" + ");
+        assert_eq!(
+            on_stack(2048, || engine.instant(&storage, &chain(5_000), 0)),
+            Err(QueryError::TooDeep { depth: 5_000, max: 256 })
+        );
+        assert_eq!(
+            engine.range(&storage, &chain(5_000), 0, 60_000, 15_000),
+            Err(QueryError::TooDeep { depth: 5_000, max: 256 })
+        );
+        assert_eq!(
+            on_stack(2048, || engine.instant(&storage, &chain(50_000), 0)),
+            Err(QueryError::QueryTooLong {
+                bytes: 249_997,
+                max: 65_536
+            })
+        );
+        let error = engine.instant(&storage, &chain(5_000), 0).unwrap_err().to_string();
+        assert!(
+            error.contains("nested too deeply") && error.contains("limit of 256"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn deep_nesting_of_every_kind_is_refused_with_the_limit_named() {
+        let storage = one_series();
+        let engine = Engine::new();
+        let nested = |open: &str, close: &str, n: usize| format!("{}up{}", open.repeat(n), close.repeat(n));
+        for query in [
+            nested("(", ")", 10_000),
+            nested("abs(", ")", 300),
+            nested("sum(", ")", 300),
+            nested("max_over_time((", ")[1m:30s])", 150),
+            format!("{}up", "-".repeat(300)),
+        ] {
+            match on_stack(2048, || engine.instant(&storage, &query, 0)) {
+                Err(QueryError::TooDeep { max: 256, .. }) => {}
+                other => panic!("{}…: {other:?}", &query[..40]),
+            }
+        }
+        // The free functions hold a query to the same limits.
+        assert!(matches!(
+            extract_selectors(&nested("(", ")", 10_000)),
+            Err(QueryError::TooDeep { max: 256, .. })
+        ));
+    }
+
+    #[test]
+    fn queries_at_the_depth_limit_evaluate_on_a_small_stack() {
+        // Nested calls take the most stack per level (18 KiB in a debug build): 255 of them
+        // need 4.6 MiB, which the evaluator finds on the heap past the thread's 256 KiB.
+        let storage = one_series();
+        let engine = Engine::new();
+        let nested = |open: &str, close: &str, n: usize| format!("{}up{}", open.repeat(n), close.repeat(n));
+        for (query, value) in [
+            (["up"; 256].join(" + "), 256.0),
+            (nested("abs(", ")", 255), 1.0),
+            (nested("(", ")", 255), 1.0),
+            (nested("sum(", ")", 255), 1.0),
+            (nested("max_over_time((", ")[30s:30s])", 84), 1.0),
+            (format!("{}up", "-".repeat(254)), 1.0),
+        ] {
+            let result = on_stack(256, || engine.instant(&storage, &query, 1_800_000));
+            match result {
+                Ok(Value::Vector(v)) if v.len() == 1 && v[0].value == value => {}
+                other => panic!("{}…: {other:?}", &query[..40]),
+            }
+        }
+    }
+
+    #[test]
+    fn a_tiny_sample_budget_trips() {
+        let storage = one_series();
+        let engine = |max_samples: usize| {
+            Engine::new().with_limits(Limits {
+                max_samples,
+                ..Limits::default()
+            })
+        };
+        // `up[30m]` at the end selects the 121 samples of the last 30 minutes (and the window
+        // the engine fetches for it holds them all).
+        assert!(engine(121).instant(&storage, "up[30m]", 1_800_000).is_ok());
+        assert_eq!(
+            engine(120).instant(&storage, "up[30m]", 1_800_000),
+            Err(QueryError::TooManySamples { max: 120 })
+        );
+        // A range query holds its result's points too: 121 selected, 61 points.
+        assert!(engine(182).range(&storage, "up", 0, 1_800_000, 30_000).is_ok());
+        assert_eq!(
+            engine(181).range(&storage, "up", 0, 1_800_000, 30_000),
+            Err(QueryError::TooManySamples { max: 181 })
+        );
+        // A subquery holds its points within the step that evaluates it: 121 selected, 60
+        // points (the steps after the window's start).
+        let sub = "max_over_time(up[30m:30s])";
+        assert!(engine(181).instant(&storage, sub, 1_800_000).is_ok());
+        assert_eq!(
+            engine(180).instant(&storage, sub, 1_800_000),
+            Err(QueryError::TooManySamples { max: 180 })
+        );
+        let error = engine(10).instant(&storage, "up", 1_800_000).unwrap_err().to_string();
+        assert!(
+            error.contains("too many samples") && error.contains("limit 10 samples"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn extreme_durations_offsets_and_times_answer_without_a_panic() {
+        // Overflow checks are on in tests: the window arithmetic must saturate or refuse.
+        let storage = one_series();
+        let engine = Engine::new().with_limits(Limits {
+            timeout: std::time::Duration::from_secs(1),
+            ..Limits::default()
+        });
+        for query in [
+            "up[1e18]",
+            "rate(up[1e18] offset 1e18)",
+            "up offset -1e18",
+            "up offset 1e18 + up offset -1e18",
+            "up @ 1e18",
+            "up @ -1e18",
+            "up[1e18] @ -1e18 offset -1e18",
+            "max_over_time(up[1e18:1e18])",
+            "max_over_time(up[1e18:1])",
+            "max_over_time(up[5m:1e18] offset -1e18)",
+            "up[9223372036854775807]",
+            "up[1e30]",
+            "up offset Inf",
+            "up[Inf]",
+            "up[5m:NaN]",
+        ] {
+            // Any answer will do: a value, a refusal, or the timeout.
+            let _ = engine.instant(&storage, query, 1_800_000);
+            let _ = engine.range(&storage, query, 0, 1_800_000, 600_000);
+        }
+    }
+
+    #[test]
+    fn a_deadline_in_the_past_trips() {
+        let storage = one_series();
+        let engine = Engine::new().with_limits(Limits {
+            timeout: std::time::Duration::ZERO,
+            ..Limits::default()
+        });
+        let timeout = Err(QueryError::Timeout {
+            timeout: std::time::Duration::ZERO,
+        });
+        assert_eq!(engine.instant(&storage, "1", 0), timeout);
+        assert_eq!(engine.range(&storage, "up", 0, 60_000, 15_000), timeout);
+        let error = engine.instant(&storage, "up", 0).unwrap_err().to_string();
+        assert_eq!(error, "query timed out in expression evaluation (query timeout 0s)");
+        // With time to spare the same queries answer.
+        assert!(Engine::new().instant(&storage, "1", 0).is_ok());
     }
 
     #[test]

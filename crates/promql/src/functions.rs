@@ -106,9 +106,10 @@ pub(crate) fn extrapolated_rate(
             prev = s.value;
         }
     }
-    let mut to_start = (first.t_ms - range_start) as f64 / 1000.0;
-    let mut to_end = (range_end - last.t_ms) as f64 / 1000.0;
-    let sampled = (last.t_ms - first.t_ms) as f64 / 1000.0;
+    // Saturating: a window of 1e18 seconds (valid PromQL) starts near the beginning of time.
+    let mut to_start = first.t_ms.saturating_sub(range_start) as f64 / 1000.0;
+    let mut to_end = range_end.saturating_sub(last.t_ms) as f64 / 1000.0;
+    let sampled = last.t_ms.saturating_sub(first.t_ms) as f64 / 1000.0;
     let avg_between = sampled / n_minus_one;
     let threshold = avg_between * 1.1;
     if to_start >= threshold {
@@ -144,7 +145,7 @@ fn instant_value(samples: &[Sample], is_rate: bool) -> Option<f64> {
     } else {
         last.value - prev.value
     };
-    let interval = last.t_ms - prev.t_ms;
+    let interval = last.t_ms.saturating_sub(prev.t_ms);
     if interval == 0 {
         return None;
     }
@@ -164,7 +165,7 @@ fn linear_regression(samples: &[Sample], intercept_t: i64) -> (f64, f64) {
             const_y = false;
         }
         n += 1.0;
-        let x = (s.t_ms - intercept_t) as f64 / 1e3;
+        let x = s.t_ms.saturating_sub(intercept_t) as f64 / 1e3;
         (sx, cx) = kahan_inc(x, sx, cx);
         (sy, cy) = kahan_inc(s.value, sy, cy);
         (sxy, cxy) = kahan_inc(x * s.value, sxy, cxy);

@@ -13,6 +13,7 @@
 //!   one timestamp at a time (selectors, subqueries, binary operators and vector matching).
 //! - `aggregate` and `functions`: aggregation operators and PromQL functions.
 //! - [`cache`]: bounded caches of parsed queries and compiled regexes.
+//! - [`limits`]: the bounds on one query's work ([`Limits`]: length, depth, timeout, samples).
 #![forbid(unsafe_code)]
 
 mod aggregate;
@@ -20,11 +21,13 @@ pub mod cache;
 mod engine;
 mod functions;
 pub mod labels;
+pub mod limits;
 pub mod storage;
 pub mod value;
 
 pub use engine::{Engine, extract_selectors, parse_selector};
 pub use functions::almost_equal;
 pub use labels::{Labels, MatchOp, Matcher};
+pub use limits::Limits;
 pub use storage::{MemStorage, STALE_NAN_BITS, Sample, Series, Storage, is_stale_nan, stale_nan};
 pub use value::{InstantSample, QueryError, Value};

@@ -66,6 +66,59 @@ pub enum QueryError {
     /// The range query's parameters are invalid (start after end, step not positive).
     #[error("{0}")]
     BadRange(String),
+    /// The query text is longer than the engine accepts (Prometheus's `bad_data`).
+    #[error("query is {} bytes long, over the limit of {} bytes", thousands(*bytes), thousands(*max))]
+    QueryTooLong {
+        /// The query's length in bytes.
+        bytes: usize,
+        /// The engine's limit ([`crate::Limits::max_query_bytes`]).
+        max: usize,
+    },
+    /// The query could nest deeper than the engine accepts (Prometheus's `bad_data`); refused
+    /// before it is parsed.
+    #[error(
+        "query is nested too deeply: up to {} levels of operators, brackets, function calls and subqueries, over the limit of {}",
+        thousands(*depth),
+        thousands(*max)
+    )]
+    TooDeep {
+        /// The depth the query's tokens allow (an upper bound on its syntax tree's depth).
+        depth: usize,
+        /// The engine's limit ([`crate::Limits::max_depth`]).
+        max: usize,
+    },
+    /// The evaluation ran past its timeout (Prometheus's `timeout`).
+    #[error("query timed out in expression evaluation (query timeout {})", format_duration(*timeout))]
+    Timeout {
+        /// The timeout the query ran past ([`crate::Limits::timeout`]).
+        timeout: std::time::Duration,
+    },
+    /// The evaluation would hold more samples than allowed (Prometheus's `execution`).
+    #[error(
+        "query processing would load too many samples into memory in query execution (limit {} samples)",
+        thousands(*max)
+    )]
+    TooManySamples {
+        /// The engine's limit ([`crate::Limits::max_samples`]).
+        max: usize,
+    },
+}
+
+/// A duration as Prometheus writes one (`2m`, `1m30s`, `250ms`, `0s`).
+fn format_duration(d: std::time::Duration) -> String {
+    let ms = d.as_millis();
+    if ms == 0 {
+        return "0s".to_owned();
+    }
+    let mut out = String::new();
+    let mut rest = ms;
+    for (unit, len) in [("h", 3_600_000), ("m", 60_000), ("s", 1_000), ("ms", 1)] {
+        if rest >= len {
+            out.push_str(&format!("{}{unit}", rest / len));
+            rest %= len;
+        }
+    }
+    out
 }
 
 fn thousands(n: usize) -> String {
@@ -92,6 +145,39 @@ mod tests {
             position: Some((1, 5)),
         };
         assert_eq!(e.to_string(), "1:5: parse error: unexpected character: '$'");
+    }
+
+    #[test]
+    fn limit_errors_name_the_limit_and_its_value() {
+        use std::time::Duration;
+        let check = |e: QueryError, expected: &str| assert_eq!(e.to_string(), expected);
+        check(
+            QueryError::QueryTooLong {
+                bytes: 250_000,
+                max: 65_536,
+            },
+            "query is 250,000 bytes long, over the limit of 65,536 bytes",
+        );
+        check(
+            QueryError::TooDeep { depth: 5_000, max: 256 },
+            "query is nested too deeply: up to 5,000 levels of operators, brackets, function calls and subqueries, over the limit of 256",
+        );
+        check(
+            QueryError::Timeout {
+                timeout: Duration::from_secs(120),
+            },
+            "query timed out in expression evaluation (query timeout 2m)",
+        );
+        check(
+            QueryError::Timeout {
+                timeout: Duration::from_millis(90_250),
+            },
+            "query timed out in expression evaluation (query timeout 1m30s250ms)",
+        );
+        check(
+            QueryError::TooManySamples { max: 50_000_000 },
+            "query processing would load too many samples into memory in query execution (limit 50,000,000 samples)",
+        );
     }
 
     #[test]

@@ -17,11 +17,14 @@
 //!
 //! Every answer is `{"status": "success", "data": ...}` or `{"status": "error", "errorType",
 //! "error"}`: 400 `bad_data` for a bad parameter or a query that does not parse (the message
-//! starts with `line:column: parse error:` as Prometheus's), 422 `execution` for a query that
-//! cannot be evaluated. Parameters come from the URL and, for POST, from an
-//! `application/x-www-form-urlencoded` body (which wins, as in Go's `Request.FormValue`);
-//! unknown parameters are ignored. Times are RFC 3339 or Unix seconds with decimals; durations
-//! (`step`) are seconds with decimals or Prometheus durations such as `15s` or `1m30s`.
+//! starts with `line:column: parse error:` as Prometheus's) or one over the engine's length or
+//! depth limit, 422 `execution` for a query that cannot be evaluated or would hold more samples
+//! than allowed, 503 `timeout` for one that ran past its timeout. Parameters come from the URL
+//! and, for POST, from an `application/x-www-form-urlencoded` body (which wins, as in Go's
+//! `Request.FormValue`); unknown parameters are ignored. Times are RFC 3339 or Unix seconds
+//! with decimals; durations (`step`, `timeout`) are seconds with decimals or Prometheus
+//! durations such as `15s` or `1m30s`. A query's `timeout` can shorten the engine's own
+//! (`--query-timeout-s`), not lengthen it.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, LazyLock};
@@ -153,7 +156,7 @@ pub fn router(backend: Arc<dyn MetricsBackend>, engine: Engine) -> Router {
 #[error("{message}")]
 struct ApiError {
     status: StatusCode,
-    /// Prometheus's `errorType`: `bad_data`, `execution` or `internal`.
+    /// Prometheus's `errorType`: `bad_data`, `execution`, `timeout` or `internal`.
     error_type: &'static str,
     message: String,
 }
@@ -180,16 +183,30 @@ impl ApiError {
         }
     }
 
-    /// An engine error: a parse error blames the `query` parameter, an evaluation error is 422.
+    /// An engine error, with Prometheus's status and type: a query that does not parse, or is
+    /// too long or too deep to be parsed, blames the `query` parameter (400); an evaluation
+    /// error, too many samples among them, is 422 `execution`; a timeout is 503 `timeout`.
     fn from_query(error: QueryError) -> Self {
         match error {
-            QueryError::Parse { .. } => Self::invalid_param("query", &error),
-            QueryError::Execution(message) => Self {
-                status: StatusCode::UNPROCESSABLE_ENTITY,
-                error_type: "execution",
-                message,
+            QueryError::Parse { .. } | QueryError::QueryTooLong { .. } | QueryError::TooDeep { .. } => {
+                Self::invalid_param("query", &error)
+            }
+            QueryError::Execution(message) => Self::execution(message),
+            QueryError::TooManySamples { .. } => Self::execution(error.to_string()),
+            QueryError::Timeout { .. } => Self {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                error_type: "timeout",
+                message: error.to_string(),
             },
             QueryError::TooManyPoints { .. } | QueryError::BadRange(_) => Self::bad_data(error.to_string()),
+        }
+    }
+
+    fn execution(message: String) -> Self {
+        Self {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            error_type: "execution",
+            message,
         }
     }
 }
@@ -302,12 +319,28 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     format!("panicked: {text}")
 }
 
+/// The state for one query: its engine's timeout shortened to the request's `timeout`
+/// parameter when that is shorter, as Prometheus bounds a query by both (a negative timeout
+/// times out at once).
+fn with_timeout_param(mut state: ApiState, params: &Params) -> Result<ApiState, ApiError> {
+    let requested = match params.get("timeout") {
+        "" => return Ok(state),
+        s => parse_duration(s).map_err(|e| ApiError::invalid_param("timeout", e))?,
+    };
+    let mut limits = state.engine.limits();
+    limits.timeout = limits
+        .timeout
+        .min(std::time::Duration::from_millis(u64::try_from(requested).unwrap_or(0)));
+    state.engine = state.engine.with_limits(limits);
+    Ok(state)
+}
+
 async fn query(State(state): State<ApiState>, params: Params) -> Result<Json<Value>, ApiError> {
-    // `timeout` is accepted and ignored: the engine has no cancellation.
     let t_ms = match params.get("time") {
         "" => state.backend.now_ms(),
         s => parse_time(s).map_err(|e| ApiError::invalid_param("time", e))?,
     };
+    let state = with_timeout_param(state, &params)?;
     let q = params.get("query").to_owned();
     let result = blocking(state, move |backend, engine| {
         engine
@@ -338,6 +371,7 @@ async fn query_range(State(state): State<ApiState>, params: Params) -> Result<Js
     if (end - start) / step > MAX_POINTS {
         return Err(ApiError::bad_data(TOO_MANY_POINTS));
     }
+    let state = with_timeout_param(state, &params)?;
     let q = params.get("query").to_owned();
     let result = blocking(state, move |backend, engine| {
         engine

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use observastack_common::http::{Readiness, health_routes};
-use observastack_promql::{Engine, Labels, Matcher, Storage};
+use observastack_promql::{Engine, Labels, Limits, Matcher, Storage, limits};
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
@@ -41,6 +41,26 @@ pub struct TelemetryArgs {
     /// The most samples kept in memory (16 bytes each).
     #[arg(long, default_value_t = 8_000_000)]
     pub max_samples: usize,
+    /// How long one PromQL query may evaluate, in seconds, as Prometheus's `--query.timeout`
+    /// (a request's `timeout` parameter can only shorten it); 0 times every query out.
+    #[arg(long, default_value_t = limits::DEFAULT_TIMEOUT.as_secs())]
+    pub query_timeout_s: u64,
+    /// The most samples one PromQL query may load and hold, as Prometheus's
+    /// `--query.max-samples`.
+    #[arg(long, default_value_t = limits::DEFAULT_MAX_SAMPLES)]
+    pub query_max_samples: usize,
+}
+
+impl TelemetryArgs {
+    /// The bounds every query is held to: the timeout and sample budget of the flags, the
+    /// engine's fixed length and depth limits.
+    pub fn query_limits(&self) -> Limits {
+        Limits {
+            timeout: Duration::from_secs(self.query_timeout_s),
+            max_samples: self.query_max_samples,
+            ..Limits::default()
+        }
+    }
 }
 
 /// The metrics side of the backend: the store and the scrape targets.
@@ -205,7 +225,7 @@ pub async fn start(args: TelemetryArgs, shutdown: CancellationToken) -> anyhow::
         interval,
     });
     let (trace_stats, log_stats) = (traces.clone(), logs.clone());
-    let router = prom_api::router(backend, Engine::new())
+    let router = prom_api::router(backend, Engine::new().with_limits(args.query_limits()))
         .merge(api_router(traces.clone(), logs))
         .merge(health_routes("telemetry", Arc::new(registry), readiness.clone()));
     let otlp = otlp_router(traces, OtlpLimits::default());
@@ -245,4 +265,31 @@ pub async fn run_cli(args: TelemetryArgs) -> anyhow::Result<()> {
     running.wait().await?;
     tracing::info!("Stopped.");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: TelemetryArgs,
+    }
+
+    #[test]
+    fn the_query_flags_default_to_prometheus_values_and_set_the_limits() {
+        let defaults = Cli::parse_from(["telemetry"]).args.query_limits();
+        assert_eq!(defaults, Limits::default());
+        assert_eq!(
+            (defaults.timeout, defaults.max_samples),
+            (Duration::from_secs(120), 50_000_000)
+        );
+        let set = Cli::parse_from(["telemetry", "--query-timeout-s", "5", "--query-max-samples", "1000"])
+            .args
+            .query_limits();
+        assert_eq!((set.timeout, set.max_samples), (Duration::from_secs(5), 1_000));
+        assert_eq!(set.max_depth, limits::MAX_DEPTH, "the depth has no flag");
+    }
 }

@@ -7,5 +7,6 @@
 mod harness;
 mod logs;
 mod otlp;
+mod query_limits;
 mod retention;
 mod scrape;

@@ -72,6 +72,8 @@ async fn garbage_marks_a_target_down_and_staleness_ends_vanished_series() {
         scrape_interval_ms: 100,
         retention_s: 3600,
         max_samples: 1_000_000,
+        query_timeout_s: 120,
+        query_max_samples: 50_000_000,
     };
     let shutdown = CancellationToken::new();
     let running = observastack_telemetry::server::start(args, shutdown.clone())
