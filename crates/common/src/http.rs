@@ -351,16 +351,9 @@ fn apply<T>(store: &ConfigStore<T>, body: &[u8], mode: UpdateMode, source: &str)
 where
     T: DeserializeOwned + Serialize + Send + Sync + 'static,
 {
-    let value: Value = match serde_json::from_slice(body) {
+    let value = match json_body(body) {
         Ok(v) => v,
-        Err(e) => {
-            return error_response(
-                StatusCode::BAD_REQUEST,
-                "invalid_json",
-                None,
-                &format!("the body is not valid JSON: {e}"),
-            );
-        }
+        Err(refused) => return *refused,
     };
     match store.update_by(&value, mode, source) {
         Ok(changed) => updated(store, changed),
@@ -375,6 +368,18 @@ where
     let mut doc = store.document();
     doc["changed"] = Value::Object(changed);
     Json(doc).into_response()
+}
+
+/// A request body as JSON, or the 400 `invalid_json` answer that says why it is not.
+pub fn json_body(body: &[u8]) -> Result<Value, Box<Response>> {
+    serde_json::from_slice(body).map_err(|e| {
+        Box::new(error_response(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            None,
+            &format!("the body is not valid JSON: {e}"),
+        ))
+    })
 }
 
 /// The 400 answer to a rejected configuration update.

@@ -34,31 +34,19 @@ pub struct Catalogue {
 /// The SUT's schema for validation, from the services' own specs: the same JSON Schema their
 /// `GET /config` answers, the processes `up` gives the agent, and the load generator's plan check.
 pub fn sut_schema() -> SutSchema {
+    use observastack_common::config::ConfigSpec;
     use observastack_sut::{gateway, orders, worker};
-    let configs = [
-        ("gateway", gateway::config_spec().json_schema()),
-        ("orders", orders::config_spec().json_schema()),
-        ("worker", worker::config_spec().json_schema()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    let faults = [
-        ("gateway", observastack_sut::gateway::fault_spec().json_schema()),
-        ("orders", orders::fault_spec().json_schema()),
-        ("worker", worker::fault_spec().json_schema()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    let behaviours = [
-        ("gateway", observastack_sut::gateway::behaviour_spec().json_schema()),
-        ("orders", orders::behaviour_spec().json_schema()),
-        ("worker", worker::behaviour_spec().json_schema()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
+    // Service name → the JSON Schema of one of its specs.
+    let schemas = |spec: [fn() -> ConfigSpec; 3]| -> BTreeMap<String, Value> {
+        ["gateway", "orders", "worker"]
+            .into_iter()
+            .zip(spec)
+            .map(|(name, spec)| (name.to_owned(), spec().json_schema()))
+            .collect()
+    };
+    let configs = schemas([gateway::config_spec, orders::config_spec, worker::config_spec]);
+    let faults = schemas([gateway::fault_spec, orders::fault_spec, worker::fault_spec]);
+    let behaviours = schemas([gateway::behaviour_spec, orders::behaviour_spec, worker::behaviour_spec]);
     SutSchema {
         configs,
         faults,

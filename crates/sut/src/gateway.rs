@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use observastack_common::config::{ConfigSpec, ConfigStore, Knob, Versions};
+use observastack_common::config::{ConfigSpec, ConfigStore, Knob};
 use observastack_common::http::{
     HttpMetrics, Instrumentation, LatencyHistogram, Readiness, TraceExemplar, VersionLabel, VersionOnly,
     error_response, instrumented, latency_histogram,
@@ -83,11 +83,7 @@ pub fn fault_spec() -> ConfigSpec {
 }
 
 fn hidden_spec() -> crate::HiddenSpec {
-    crate::HiddenSpec {
-        behaviour: behaviour_spec(),
-        builtin: BUILTIN_RELEASES.iter().map(|v| (*v, serde_json::json!({}))).collect(),
-        faults: fault_spec(),
-    }
+    crate::HiddenSpec::healthy(behaviour_spec(), BUILTIN_RELEASES, fault_spec())
 }
 
 impl crate::Versioned for GatewayConfig {
@@ -136,11 +132,7 @@ pub fn config_spec() -> ConfigSpec {
                 0,
                 "Requests per second the shop API admits (one second of burst); the rest get 429. 0 turns the limit off.",
             ),
-            Knob::version(
-                "1.0.0",
-                Versions::new(BUILTIN_RELEASES.iter().map(|v| (*v).to_owned())),
-                "The deployed release, one of the versions released so far; put on every metric's version label.",
-            ),
+            crate::version_knob(BUILTIN_RELEASES),
         ],
     }
 }

@@ -28,7 +28,9 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
 use observastack_common::config::{ConfigError, ConfigSpec, ConfigStore, Versions};
-use observastack_common::http::{config_error_response, config_routes_at, error_response, require_fault_token};
+use observastack_common::http::{
+    config_error_response, config_routes_at, error_response, json_body, require_fault_token,
+};
 
 /// One service's hidden surface: its releases (version → behaviour `B`) and its faults `F`.
 pub struct Hidden<B, F> {
@@ -262,18 +264,10 @@ where
                 "/releases",
                 get(move || async move { axum::Json(get_h.catalogue()).into_response() }).put(
                     move |body: Bytes| async move {
-                        let value: Value = match serde_json::from_slice(&body) {
-                            Ok(v) => v,
-                            Err(e) => {
-                                return error_response(
-                                    StatusCode::BAD_REQUEST,
-                                    "invalid_json",
-                                    None,
-                                    &format!("the body is not valid JSON: {e}"),
-                                );
-                            }
-                        };
-                        release_answer(put_h.ship(&value))
+                        match json_body(&body) {
+                            Ok(value) => release_answer(put_h.ship(&value)),
+                            Err(refused) => *refused,
+                        }
                     },
                 ),
             )

@@ -171,6 +171,32 @@ pub(crate) struct HiddenSpec {
     pub faults: observastack_common::config::ConfigSpec,
 }
 
+impl HiddenSpec {
+    /// The hidden surface of a service whose built-in releases (`builtin`, oldest first) all run
+    /// the healthy code.
+    pub fn healthy(
+        behaviour: observastack_common::config::ConfigSpec,
+        builtin: &[&'static str],
+        faults: observastack_common::config::ConfigSpec,
+    ) -> Self {
+        Self {
+            behaviour,
+            builtin: builtin.iter().map(|v| (*v, serde_json::json!({}))).collect(),
+            faults,
+        }
+    }
+}
+
+/// The `version` knob of a service whose built-in releases are `builtin` (the first is the
+/// default); the list grows when a scenario ships releases.
+pub(crate) fn version_knob(builtin: &[&str]) -> observastack_common::config::Knob {
+    observastack_common::config::Knob::version(
+        builtin.first().copied().unwrap_or("1.0.0"),
+        observastack_common::config::Versions::new(builtin.iter().map(|v| (*v).to_owned())),
+        "The deployed release, one of the versions released so far; put on every metric's version label.",
+    )
+}
+
 /// What a service sets up first.
 pub(crate) struct Knobs<T, B, F> {
     /// Its registry, with the constant `service` label.

@@ -28,7 +28,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use observastack_common::config::{ConfigSpec, ConfigStore, Knob, Versions};
+use observastack_common::config::{ConfigSpec, ConfigStore, Knob};
 use observastack_common::http::{
     HttpMetrics, Instrumentation, LatencyHistogram, Readiness, TraceExemplar, VersionLabel, VersionOnly,
     error_response, instrumented, latency_histogram,
@@ -145,11 +145,7 @@ pub fn config_spec() -> ConfigSpec {
                 10_000,
                 "How long the computed product catalogue is served from the cache; 0 disables the cache.",
             ),
-            Knob::version(
-                "1.0.0",
-                Versions::new(BUILTIN_RELEASES.iter().map(|v| (*v).to_owned())),
-                "The deployed release, one of the versions released so far; put on every metric's version label.",
-            ),
+            crate::version_knob(BUILTIN_RELEASES),
         ],
     }
 }
@@ -253,11 +249,7 @@ pub fn fault_spec() -> ConfigSpec {
 }
 
 fn hidden_spec() -> crate::HiddenSpec {
-    crate::HiddenSpec {
-        behaviour: behaviour_spec(),
-        builtin: BUILTIN_RELEASES.iter().map(|v| (*v, json!({}))).collect(),
-        faults: fault_spec(),
-    }
+    crate::HiddenSpec::healthy(behaviour_spec(), BUILTIN_RELEASES, fault_spec())
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -23,7 +23,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use observastack_common::config::{ConfigSpec, ConfigStore, Knob, Versions};
+use observastack_common::config::{ConfigSpec, ConfigStore, Knob};
 use observastack_common::http::{
     LatencyHistogram, Readiness, TraceExemplar, VersionLabel, VersionOnly, latency_histogram,
 };
@@ -95,11 +95,7 @@ pub fn config_spec() -> ConfigSpec {
                 0,
                 "Period of the background job that refreshes product prices; 0 turns it off.",
             ),
-            Knob::version(
-                "1.0.0",
-                Versions::new(BUILTIN_RELEASES.iter().map(|v| (*v).to_owned())),
-                "The deployed release, one of the versions released so far; put on every metric's version label.",
-            ),
+            crate::version_knob(BUILTIN_RELEASES),
         ],
     }
 }
@@ -136,11 +132,7 @@ pub fn fault_spec() -> ConfigSpec {
 }
 
 fn hidden_spec() -> crate::HiddenSpec {
-    crate::HiddenSpec {
-        behaviour: behaviour_spec(),
-        builtin: BUILTIN_RELEASES.iter().map(|v| (*v, serde_json::json!({}))).collect(),
-        faults: fault_spec(),
-    }
+    crate::HiddenSpec::healthy(behaviour_spec(), BUILTIN_RELEASES, fault_spec())
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
