@@ -76,6 +76,13 @@ cleanup() {
   fi
   kill -TERM "$UP" 2>/dev/null || true
   wait "$UP" 2>/dev/null || true
+  # The lab made a PostgreSQL database of its own (named after its data directory): drop it.
+  local db
+  db=$(sed -n 's/^Using PostgreSQL at 127.0.0.1:5432, database \([a-z0-9_]*\) .*/\1/p' "$LOG" 2>/dev/null | head -n1)
+  if [ -n "$db" ] && command -v psql >/dev/null; then
+    PGOPTIONS=--client-min-messages=warning psql -h 127.0.0.1 -U "${PGUSER:-postgres}" -d postgres -qc \
+      "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
+  fi
   if [ "$KEEP" = 1 ]; then echo "lab data kept in $DATA"; else rm -rf "$DATA"; fi
 }
 trap cleanup EXIT

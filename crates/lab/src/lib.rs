@@ -52,10 +52,15 @@ pub async fn run_status(args: StatusArgs) -> anyhow::Result<()> {
     if args.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&serde_json::json!({ "components": report }))?
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "components": report, "dependencies": lab.dependencies })
+            )?
         );
     } else {
         print!("{}", state::table(&report));
+        if !lab.dependencies.is_empty() {
+            print!("\n{}", state::dependency_table(&lab.dependencies));
+        }
     }
     Ok(())
 }

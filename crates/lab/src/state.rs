@@ -25,6 +25,18 @@ pub struct Component {
     pub restarts: u32,
 }
 
+/// A service the shop depends on and which one `up` chose (the database today; a cache and a
+/// broker join it).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Dependency {
+    /// `database`.
+    pub name: String,
+    /// What answers: `postgres` or `sqlite`.
+    pub kind: String,
+    /// Where, with any password hidden.
+    pub url: String,
+}
+
 /// The lab as `up` wrote it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LabState {
@@ -38,6 +50,9 @@ pub struct LabState {
     pub agent_url: String,
     /// Every component.
     pub components: Vec<Component>,
+    /// The services the shop uses, as chosen at start-up.
+    #[serde(default)]
+    pub dependencies: Vec<Dependency>,
 }
 
 /// One row of `status`.
@@ -164,6 +179,15 @@ pub fn table(rows: &[ComponentStatus]) -> String {
     out
 }
 
+/// The `status` lines for the dependencies.
+pub fn dependency_table(deps: &[Dependency]) -> String {
+    let mut out = String::new();
+    for d in deps {
+        out.push_str(&format!("{:<12} {:<8}  {}\n", d.name, d.kind, d.url));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,6 +232,11 @@ mod tests {
             data_dir: dir.clone(),
             agent_url: String::new(),
             components: vec![],
+            dependencies: vec![Dependency {
+                name: "database".into(),
+                kind: "sqlite".into(),
+                url: "sqlite:///tmp/x.db?mode=rwc".into(),
+            }],
         };
         state.write().unwrap();
         assert!(LabState::read_running(&dir).unwrap().is_none());
@@ -216,7 +245,13 @@ mod tests {
             ..state
         };
         alive.write().unwrap();
-        assert_eq!(LabState::read_running(&dir).unwrap().unwrap().pid, std::process::id());
+        let read = LabState::read_running(&dir).unwrap().unwrap();
+        assert_eq!(read.pid, std::process::id());
+        assert_eq!(read.dependencies, alive.dependencies);
+        assert_eq!(
+            dependency_table(&read.dependencies),
+            "database     sqlite    sqlite:///tmp/x.db?mode=rwc\n"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

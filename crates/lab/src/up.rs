@@ -16,7 +16,7 @@ use tokio::process::{Child, Command};
 use observastack_agent::{ProcessSpec, RestartPolicy};
 use observastack_sut::db;
 
-use crate::state::{Component, LabState};
+use crate::state::{Component, Dependency, LabState};
 
 /// The environment variable that asks a child process to die with its parent (see the binary).
 pub const PARENT_WATCH_ENV: &str = "OBSERVASTACK_DIE_WITH_PARENT";
@@ -242,6 +242,14 @@ pub async fn run_up(args: UpArgs) -> anyhow::Result<()> {
         data_dir: data_dir.clone(),
         agent_url: url(args.agent_port),
         components: components(&args, &children),
+        dependencies: vec![Dependency {
+            name: "database".to_owned(),
+            kind: serde_json::to_value(database.backend)?
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            url: db::redact(&database.url),
+        }],
     };
     let outcome = async {
         wait_ready(&state, &mut children, Duration::from_secs(args.ready_timeout_s)).await?;

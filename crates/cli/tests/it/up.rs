@@ -40,11 +40,20 @@ pub fn port_args(ports: &[u16]) -> Vec<String> {
 /// Starts `observastack up` on `ports` against `db` (plus `extra` arguments) and waits for it to
 /// say it is ready; returns the child (its stdout drained from then on) and what it printed.
 pub fn start_up(data_dir: &str, ports: &[u16], db: &str, extra: &[&str]) -> (Child, String) {
-    let mut up = Command::new(exe())
+    start_up_on(data_dir, ports, Some(db), extra)
+}
+
+/// [`start_up`], or with no `DATABASE_URL` at all when `db` is `None` (the lab picks its own).
+pub fn start_up_on(data_dir: &str, ports: &[u16], db: Option<&str>, extra: &[&str]) -> (Child, String) {
+    let mut cmd = Command::new(exe());
+    match db {
+        Some(db) => cmd.env("DATABASE_URL", db),
+        None => cmd.env_remove("DATABASE_URL"),
+    };
+    let mut up = cmd
         .args(["up", "--data-dir", data_dir, "--rate", "5"])
         .args(port_args(ports))
         .args(extra)
-        .env("DATABASE_URL", db)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -265,6 +274,82 @@ async fn up_runs_the_lab_and_leaves_nothing_after_sigterm() {
         .unwrap();
     assert!(!after.status.success());
     assert!(String::from_utf8_lossy(&after.stderr).contains("no lab is running"));
+}
+
+fn stop(mut up: Child) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(up.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let exit = up.wait().unwrap();
+    assert!(exit.success(), "up exited with {exit}");
+}
+
+/// Without a database URL, each lab takes a database of its own, named after its data directory
+/// (PostgreSQL when one answers on 127.0.0.1:5432, as in CI; an SQLite file in the data
+/// directory otherwise): an order placed in one lab is not in the next one, started after it on
+/// other ports, and `status` says which database each uses.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_labs_without_a_database_url_do_not_share_orders() {
+    let dirs = [TempDir::new("lab-a"), TempDir::new("lab-b")];
+    let ports = [free_ports(10), free_ports(10)];
+    let mut databases = Vec::new();
+    let mut placed_id = None;
+    for (i, (dir, ports)) in dirs.iter().zip(&ports).enumerate() {
+        let (up, printed) = start_up_on(dir.path(), ports, None, &[]);
+        let status = status_json(dir.path());
+        let database = &status["dependencies"][0];
+        assert_eq!(database["name"], "database", "{status}");
+        let url = database["url"].as_str().unwrap().to_owned();
+        assert!(
+            printed.contains("this lab's own") || printed.contains("using embedded SQLite"),
+            "{printed}"
+        );
+        let table = Command::new(exe())
+            .args(["status", "--data-dir", dir.path()])
+            .output()
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&table.stdout).contains(&url),
+            "status names the database"
+        );
+        databases.push((database["kind"].as_str().unwrap().to_owned(), url));
+
+        let user = format!("http://127.0.0.1:{}", ports[0]);
+        if i == 0 {
+            let order = json!({"customer_id": 9_876_543, "items": [{"product_id": 7, "quantity": 3}]});
+            let (code, placed) = send_json(Method::POST, &format!("{user}/api/orders"), order).await;
+            assert_eq!(code, 201, "{placed}");
+            let id = placed["id"].as_i64().unwrap();
+            let (code, _) = send_json(Method::GET, &format!("{user}/api/orders/{id}"), Value::Null).await;
+            assert_eq!(code, 200, "the first lab has its order");
+            placed_id = Some(id);
+        } else {
+            let id = placed_id.unwrap();
+            let (code, seen) = send_json(Method::GET, &format!("{user}/api/orders/{id}"), Value::Null).await;
+            // The second lab's own load may have placed an order with that id, never this one.
+            assert!(
+                code == 404 || seen["customer_id"] != 9_876_543,
+                "the second lab sees the first lab's order: {seen}"
+            );
+        }
+        stop(up);
+    }
+    assert_ne!(databases[0].1, databases[1].1, "two labs, one database: {databases:?}");
+    // Drop the databases the labs made on the server.
+    if databases.iter().any(|(kind, _)| kind == "postgres") {
+        use sqlx::Connection;
+        let admin = format!("{}/postgres", databases[0].1.rsplit_once('/').unwrap().0);
+        let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
+        for (_, url) in &databases {
+            let name = url.rsplit('/').next().unwrap();
+            sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+    }
 }
 
 #[test]
