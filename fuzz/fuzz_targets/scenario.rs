@@ -17,17 +17,24 @@ const LOAD_KEYS: &[&str] = &["rate", "pattern", "mix", "paused", "timeout_ms"];
 static SUT: LazyLock<SutSchema> = LazyLock::new(|| {
     let fixture: Value =
         serde_json::from_str(include_str!("../../crates/scenario/tests/fixtures/sut.json")).unwrap_or_default();
-    let configs: BTreeMap<String, Value> = fixture["configs"]
-        .as_object()
-        .map(|o| o.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-        .unwrap_or_default();
-    let processes = fixture["processes"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|p| p.as_str().map(str::to_owned)).collect())
-        .unwrap_or_default();
+    let by_service = |key: &str| -> BTreeMap<String, Value> {
+        fixture[key]
+            .as_object()
+            .map(|o| o.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default()
+    };
+    let names = |key: &str| -> Vec<String> {
+        fixture[key]
+            .as_array()
+            .map(|a| a.iter().filter_map(|p| p.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default()
+    };
     SutSchema {
-        configs,
-        processes,
+        configs: by_service("configs"),
+        faults: by_service("faults"),
+        behaviours: by_service("behaviours"),
+        schema_owners: names("schema_owners"),
+        processes: names("processes"),
         check_load: Box::new(|body: &Value, _whole: bool| match body.as_object() {
             Some(plan) if plan.keys().all(|k| LOAD_KEYS.contains(&k.as_str())) => Ok(()),
             _ => Err(format!("expected a plan with keys among {}", LOAD_KEYS.join(", "))),

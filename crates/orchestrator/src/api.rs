@@ -17,6 +17,8 @@ use observastack_scenario::Action;
 
 use crate::alerts::Webhook;
 use crate::runner::{Orchestrator, Push, RunError};
+use crate::store::Play;
+use crate::view::{Redactor, card, card_id};
 
 /// The OpenAPI document of this API.
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -27,11 +29,13 @@ pub fn router(o: Arc<Orchestrator>) -> Router {
         .route("/api/openapi.json", get(openapi))
         .route("/api/scenarios", get(list_scenarios))
         .route("/api/scenarios/{id}", get(show_scenario))
+        .route("/api/incidents", get(list_incidents))
         .route("/api/runs", get(list_runs).post(start_run))
         .route("/api/runs/{id}", get(show_run))
         .route("/api/runs/{id}/abort", post(abort_run))
         .route("/api/runs/{id}/complete", post(complete_run))
         .route("/api/runs/{id}/actions", post(learner_action))
+        .route("/api/runs/{id}/hints", post(request_hint))
         .route("/api/runs/{id}/debrief", get(debrief))
         .route("/api/runs/{id}/ws", get(run_ws))
         .route("/api/alerts", post(receive_alerts))
@@ -74,6 +78,26 @@ async fn list_scenarios(State(o): State<Arc<Orchestrator>>) -> Response {
     Json(json!({ "scenarios": list })).into_response()
 }
 
+/// The symptom cards investigate and challenge runs are picked from: what users report, by an
+/// opaque card id, never the scenario's id or cause.
+async fn list_incidents(State(o): State<Arc<Orchestrator>>) -> Response {
+    let past = o.store.runs(1000).await.unwrap_or_default();
+    let list: Vec<Value> = o
+        .catalogue
+        .entries
+        .values()
+        .map(|e| {
+            let mut v = card(e);
+            let solved = past
+                .iter()
+                .any(|r| r.scenario_id == e.scenario.id.value && r.status == crate::store::Status::Resolved);
+            v["solved"] = json!(solved);
+            v
+        })
+        .collect();
+    Json(json!({ "incidents": list })).into_response()
+}
+
 async fn show_scenario(State(o): State<Arc<Orchestrator>>, Path(id): Path<String>) -> Response {
     match o.catalogue.get(&id) {
         Some(e) => Json(e.detail()).into_response(),
@@ -88,7 +112,16 @@ struct ListQuery {
 
 async fn list_runs(State(o): State<Arc<Orchestrator>>, Query(q): Query<ListQuery>) -> Response {
     match o.store.runs(q.limit.unwrap_or(100).clamp(1, 1000)).await {
-        Ok(runs) => Json(json!({ "runs": runs, "active": o.active_run() })).into_response(),
+        Ok(runs) => {
+            let runs: Vec<Value> = runs
+                .iter()
+                .map(|r| match Redactor::for_run(r, o.catalogue.get(&r.scenario_id)) {
+                    Some(redactor) => redactor.run(r),
+                    None => json!(r),
+                })
+                .collect();
+            Json(json!({ "runs": runs, "active": o.active_run() })).into_response()
+        }
         Err(e) => fail(e.into()),
     }
 }
@@ -96,7 +129,13 @@ async fn list_runs(State(o): State<Arc<Orchestrator>>, Query(q): Query<ListQuery
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct StartRun {
-    scenario: String,
+    #[serde(default)]
+    scenario: Option<String>,
+    /// A symptom card's id (`GET /api/incidents`), instead of `scenario`.
+    #[serde(default)]
+    incident: Option<String>,
+    #[serde(default)]
+    play: Option<String>,
     #[serde(default)]
     mode: Option<String>,
     #[serde(default)]
@@ -114,21 +153,53 @@ async fn start_run(State(o): State<Arc<Orchestrator>>, body: axum::body::Bytes) 
                 "invalid_json",
                 None,
                 &format!(
-                    "expected {{\"scenario\": ID, \"mode\"?: \"learner\"|\"verify\", \"time_scale\"?: N, \"hold_s\"?: N}}: {e}"
+                    "expected {{\"scenario\": ID or \"incident\": CARD, \"play\"?: \"guided\"|\"investigate\"|\"challenge\", \"mode\"?: \"learner\"|\"verify\", \"time_scale\"?: N, \"hold_s\"?: N}}: {e}"
                 ),
             );
         }
     };
+    let scenario = match (&req.scenario, &req.incident) {
+        (Some(id), None) => id.clone(),
+        (None, Some(card)) => match o.catalogue.entries.keys().find(|id| card_id(id) == *card) {
+            Some(id) => id.clone(),
+            None => return fail(RunError::NotFound(format!("no incident card {card:?}"))),
+        },
+        _ => {
+            return fail(RunError::Invalid(
+                "expected exactly one of \"scenario\" (an id) and \"incident\" (a card id)".to_owned(),
+            ));
+        }
+    };
+    let play = match req.play.as_deref() {
+        None if req.incident.is_some() => Play::Investigate,
+        None => Play::Guided,
+        Some(p) => match Play::parse(p) {
+            Some(p) => p,
+            None => {
+                return fail(RunError::InvalidField(
+                    "play",
+                    format!("expected play \"guided\", \"investigate\" or \"challenge\", found {p:?}"),
+                ));
+            }
+        },
+    };
     match o
-        .start(
-            &req.scenario,
+        .start_playing(
+            &scenario,
             req.mode.as_deref().unwrap_or("learner"),
+            play,
             req.time_scale,
             req.hold_s,
         )
         .await
     {
-        Ok(run) => (StatusCode::CREATED, Json(json!(run))).into_response(),
+        Ok(run) => {
+            let shown = match Redactor::for_run(&run, o.catalogue.get(&run.scenario_id)) {
+                Some(r) => r.run(&run),
+                None => json!(run),
+            };
+            (StatusCode::CREATED, Json(shown)).into_response()
+        }
         Err(e) => fail(e),
     }
 }
@@ -144,10 +215,18 @@ async fn run_state(o: &Orchestrator, id: &str) -> Result<Value, RunError> {
     if !run.status.is_final() {
         events.retain(|e| crate::runner::shown_during_run(&e.kind));
     }
-    let scenario = o.catalogue.get(&run.scenario_id).map(|e| e.detail());
+    let entry = o.catalogue.get(&run.scenario_id);
+    if let Some(redactor) = Redactor::for_run(&run, entry) {
+        return Ok(json!({
+            "run": redactor.run(&run),
+            "scenario": redactor.scenario(),
+            "events": events.iter().map(|e| redactor.event(e)).collect::<Vec<_>>(),
+            "live": o.live(id).map(|l| redactor.live(l)),
+        }));
+    }
     Ok(json!({
         "run": run,
-        "scenario": scenario,
+        "scenario": entry.map(|e| e.detail()),
         "events": events,
         "live": o.live(id),
     }))
@@ -183,6 +262,13 @@ async fn complete_run(State(o): State<Arc<Orchestrator>>, Path(id): Path<String>
             Json(json!({"run_id": id, "requested": "complete"})),
         )
             .into_response(),
+        Err(e) => fail(e),
+    }
+}
+
+async fn request_hint(State(o): State<Arc<Orchestrator>>, Path(id): Path<String>) -> Response {
+    match o.request_hint(&id).await {
+        Ok(hint) => (StatusCode::CREATED, Json(hint)).into_response(),
         Err(e) => fail(e),
     }
 }
@@ -276,6 +362,11 @@ async fn run_ws(State(o): State<Arc<Orchestrator>>, Path(id): Path<String>, ws: 
 async fn follow(o: Arc<Orchestrator>, id: String, socket: WebSocket) {
     let mut rx = o.subscribe();
     let (mut sink, mut stream) = socket.split();
+    // Investigate and challenge runs: every push under the symptom's view, until the end.
+    let redactor = match o.store.run(&id).await {
+        Ok(Some(run)) => Redactor::for_run(&run, o.catalogue.get(&run.scenario_id)),
+        _ => None,
+    };
     let state = match run_state(&o, &id).await {
         Ok(v) => v,
         Err(_) => return,
@@ -303,7 +394,12 @@ async fn follow(o: Arc<Orchestrator>, id: String, socket: WebSocket) {
                         Push::Criteria { run_id, .. } => *run_id == id,
                     };
                     if relevant {
-                        let Ok(text) = serde_json::to_string(&push) else { continue };
+                        let shown = match (&redactor, &push) {
+                            (Some(r), Push::Event { event }) => json!(Push::Event { event: r.event(event) }),
+                            (Some(r), Push::Criteria { .. }) => r.live(json!(push)),
+                            (None, _) => json!(push),
+                        };
+                        let text = shown.to_string();
                         if sink.send(Message::Text(text.into())).await.is_err() {
                             return;
                         }

@@ -197,6 +197,11 @@ pub struct RunArgs {
     /// Apply the reference fix once the fault shows (a demonstration).
     #[arg(long)]
     pub autofix: bool,
+    /// How to play: `guided` (the cause-naming title, objectives and hints on a timer),
+    /// `investigate` or `challenge` (only the symptom until the debrief; hints on request, with
+    /// `POST /api/runs/ID/hints`).
+    #[arg(long, default_value = "guided", value_parser = ["guided", "investigate", "challenge"])]
+    pub play: String,
 }
 
 /// `observastack scenario verify`.
@@ -364,19 +369,29 @@ async fn orchestrator_url(url: Option<String>, data_dir: Option<PathBuf>) -> any
         .context("the running lab has no orchestrator")
 }
 
+/// What `POST /api/runs` is asked for.
+struct StartRequest<'a> {
+    scenario: &'a str,
+    mode: &'a str,
+    play: Option<&'a str>,
+    time_scale: f64,
+    hold_s: f64,
+}
+
 /// Starts a run and follows it until it ends; returns the final run document.
 async fn follow_run(
     http: &reqwest::Client,
     base: &str,
-    scenario: &str,
-    mode: &str,
-    time_scale: f64,
-    hold_s: f64,
+    request: StartRequest<'_>,
     mut progress: impl FnMut(&Value),
 ) -> anyhow::Result<Value> {
-    let mut start = json!({"scenario": scenario, "mode": mode, "time_scale": time_scale});
-    if hold_s > 0.0 {
-        start["hold_s"] = json!(hold_s);
+    let scenario = request.scenario;
+    let mut start = json!({"scenario": scenario, "mode": request.mode, "time_scale": request.time_scale});
+    if let Some(play) = request.play {
+        start["play"] = json!(play);
+    }
+    if request.hold_s > 0.0 {
+        start["hold_s"] = json!(request.hold_s);
     }
     let resp = http
         .post(format!("{base}/api/runs"))
@@ -500,7 +515,21 @@ async fn run_headless(args: RunArgs) -> anyhow::Result<()> {
     let mut seen = 0i64;
     let mut last_line = Instant::now() - Duration::from_secs(60);
     let mode = if args.autofix { "verify" } else { "learner" };
-    let state = follow_run(&http, &base, &args.id, mode, 1.0, 0.0, |state| {
+    let mut introduced = false;
+    let request = StartRequest {
+        scenario: &args.id,
+        mode,
+        play: Some(&args.play),
+        time_scale: 1.0,
+        hold_s: 0.0,
+    };
+    let state = follow_run(&http, &base, request, |state| {
+        if !introduced && args.play != "guided" {
+            introduced = true;
+            let incident = &state["scenario"];
+            println!("Incident: {}", incident["title"].as_str().unwrap_or_default());
+            println!("{}", incident["briefing"].as_str().unwrap_or_default().trim_end());
+        }
         for e in state["events"].as_array().into_iter().flatten() {
             let id = e["id"].as_i64().unwrap_or(0);
             if id > seen {
@@ -822,7 +851,14 @@ async fn verify_one(cat: &Catalogue, args: &VerifyArgs, i: usize, count: usize, 
         let http = client()?;
         let mut last_print = Instant::now();
         let mut seen = 0i64;
-        let state = follow_run(&http, &control, id, "verify", scale, hold_s, |state| {
+        let request = StartRequest {
+            scenario: id,
+            mode: "verify",
+            play: None,
+            time_scale: scale,
+            hold_s,
+        };
+        let state = follow_run(&http, &control, request, |state| {
             for e in state["events"].as_array().into_iter().flatten() {
                 let eid = e["id"].as_i64().unwrap_or(0);
                 if eid > seen {

@@ -14,6 +14,8 @@
 //! - [`api`]: REST + WebSocket on the control path; `openapi.json` documents it.
 //! - [`alerts`]: Alertmanager's webhook (`POST /api/alerts`): alerts in the run's feed, each
 //!   recorded once.
+//! - [`view`]: what a run shows by the way it is played: investigate and challenge runs only
+//!   the symptom, until the debrief.
 //! - [`web`]: the embedded web control panel and the lab routes it needs.
 //! - [`cli`]: `observastack orchestrator` and `observastack scenario …`.
 
@@ -27,6 +29,7 @@ pub mod lab;
 pub mod metrics;
 pub mod runner;
 pub mod store;
+pub mod view;
 pub mod web;
 
 pub use cli::{OrchestratorArgs, ScenarioCommand, run_orchestrator, run_scenario_command};

@@ -25,7 +25,7 @@ use crate::catalogue::{Catalogue, Entry};
 use crate::hold::{self, Hold};
 use crate::lab::Lab;
 use crate::metrics::{MODES, Metrics, Verdict};
-use crate::store::{Event, Run, Status, Store};
+use crate::store::{Event, Play, Run, Status, Store};
 
 /// The longest fault hold a `verify` run accepts, seconds.
 pub const MAX_HOLD_S: f64 = 600.0;
@@ -201,6 +201,49 @@ impl Orchestrator {
         serde_json::to_value(live).ok()
     }
 
+    /// The next hint of an investigate or challenge run, recorded as a `hint` event marked
+    /// `requested` (each one costs the learner points in the debrief).
+    pub async fn request_hint(&self, run_id: &str) -> Result<Value, RunError> {
+        let run = self
+            .store
+            .run(run_id)
+            .await?
+            .ok_or_else(|| RunError::NotFound(format!("no run {run_id:?}")))?;
+        if run.status != Status::Running {
+            return Err(RunError::Conflict(format!(
+                "run {run_id} is {}; hints come while the incident runs",
+                run.status.as_str()
+            )));
+        }
+        if !run.play.hides_cause() {
+            return Err(RunError::Conflict(format!(
+                "run {run_id} is guided: its hints come on a timer"
+            )));
+        }
+        let entry = self
+            .catalogue
+            .get(&run.scenario_id)
+            .ok_or_else(|| RunError::NotFound("the run's scenario is no longer in the catalogue".to_owned()))?;
+        let hints = &entry.scenario.hints;
+        let shown = self
+            .store
+            .events(run_id)
+            .await?
+            .iter()
+            .filter(|e| e.kind == "hint")
+            .count();
+        let Some(hint) = hints.get(shown) else {
+            return Err(RunError::Conflict(format!(
+                "every hint ({}) has been given",
+                hints.len()
+            )));
+        };
+        let data = json!({"index": shown, "count": hints.len(), "text": hint.text, "requested": true});
+        self.record(run_id, "hint", Some(&format!("hint:{shown}")), data.clone())
+            .await?;
+        Ok(data)
+    }
+
     /// Runs found unfinished at start-up: a running one is resumed (its applied actions and
     /// shown hints are in the events), one still in its baseline is closed with a reason.
     pub async fn recover(self: &Arc<Self>) -> anyhow::Result<()> {
@@ -254,6 +297,20 @@ impl Orchestrator {
         time_scale: Option<f64>,
         hold_s: Option<f64>,
     ) -> Result<Run, RunError> {
+        self.start_playing(scenario_id, mode, Play::Guided, time_scale, hold_s)
+            .await
+    }
+
+    /// [`Orchestrator::start`], played `play`: an investigate or challenge run shows only the
+    /// symptom until it ends, and gives hints only on request ([`Orchestrator::request_hint`]).
+    pub async fn start_playing(
+        self: &Arc<Self>,
+        scenario_id: &str,
+        mode: &str,
+        play: Play,
+        time_scale: Option<f64>,
+        hold_s: Option<f64>,
+    ) -> Result<Run, RunError> {
         let entry = self
             .catalogue
             .get(scenario_id)
@@ -297,7 +354,7 @@ impl Orchestrator {
                 "run {id} is active; complete or abort it first"
             )));
         }
-        let run = self.store.create_run(scenario_id, mode, scale, hold_s).await?;
+        let run = self.store.create_run(scenario_id, mode, play, scale, hold_s).await?;
         self.spawn(run.clone(), entry, false)?;
         self.metrics.run_started(scenario_id, mode);
         Ok(run)
@@ -873,7 +930,11 @@ impl Driver {
         let id = self.run.id.clone();
         let s = self.scenario.clone();
         let scale = self.scale();
-        let schedule = timeline::schedule(&s, scale);
+        let mut schedule = timeline::schedule(&s, scale);
+        if self.run.play.hides_cause() {
+            // Hints come only when asked for (`request_hint`), each one counted.
+            schedule.retain(|e| !matches!(e.item, Item::Hint { .. }));
+        }
         let past = if resumed {
             self.o.store.events(&id).await?
         } else {
@@ -931,9 +992,14 @@ impl Driver {
                     Item::Action { action } => {
                         let outcome = self.o.lab.apply(action).await;
                         let (kind, data) = match action {
-                            Action::Notify { severity, message } => {
-                                ("notify", json!({"severity": severity, "message": message}))
-                            }
+                            Action::Notify {
+                                severity,
+                                message,
+                                neutral,
+                            } => (
+                                "notify",
+                                json!({"severity": severity, "message": message, "neutral": neutral}),
+                            ),
                             Action::Phase { name } => ("phase", json!({"name": name})),
                             Action::Fault { .. } => (
                                 HIDDEN_EVENT,

@@ -82,6 +82,44 @@ impl Status {
     }
 }
 
+/// How a learner plays a run: what it shows before the debrief.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Play {
+    /// The cause-naming title, objectives, the scenario's own dashboards, hints on a timer.
+    #[default]
+    Guided,
+    /// The symptom only: generic dashboards, neutral criteria, hints on request; the cause in
+    /// the debrief.
+    Investigate,
+    /// Investigate, on an incident drawn at random.
+    Challenge,
+}
+
+impl Play {
+    /// Every way of playing, as the API spells them.
+    pub const ALL: [Play; 3] = [Play::Guided, Play::Investigate, Play::Challenge];
+
+    /// As stored and in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Play::Guided => "guided",
+            Play::Investigate => "investigate",
+            Play::Challenge => "challenge",
+        }
+    }
+
+    /// The way of playing spelled `s`.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+
+    /// Whether the run hides the scenario's id, cause and mechanism until it ends.
+    pub fn hides_cause(self) -> bool {
+        self != Play::Guided
+    }
+}
+
 /// A run as stored.
 #[derive(Debug, Clone, Serialize)]
 pub struct Run {
@@ -95,6 +133,8 @@ pub struct Run {
     pub reason: Option<String>,
     /// `learner` or `verify` (the reference fix is applied automatically).
     pub mode: String,
+    /// How the learner plays it.
+    pub play: Play,
     /// Time compression (1 = real time).
     pub time_scale: f64,
     /// Seconds (wall clock) a `verify` run keeps the fault once the criteria break, before it
@@ -213,15 +253,23 @@ impl Store {
     }
 
     /// Creates a pending run.
-    pub async fn create_run(&self, scenario_id: &str, mode: &str, time_scale: f64, hold_s: f64) -> anyhow::Result<Run> {
+    pub async fn create_run(
+        &self,
+        scenario_id: &str,
+        mode: &str,
+        play: Play,
+        time_scale: f64,
+        hold_s: f64,
+    ) -> anyhow::Result<Run> {
         let now = now_millis();
         let id = format!("{now:x}-{:04x}", fastrand::u16(..));
         sqlx::query(
-            "INSERT INTO runs (id, scenario_id, status, mode, time_scale, hold_s, created_at_ms) VALUES ($1, $2, 'pending', $3, $4, $5, $6)",
+            "INSERT INTO runs (id, scenario_id, status, mode, play, time_scale, hold_s, created_at_ms) VALUES ($1, $2, 'pending', $3, $4, $5, $6, $7)",
         )
         .bind(&id)
         .bind(scenario_id)
         .bind(mode)
+        .bind(play.as_str())
         .bind(time_scale)
         .bind(hold_s)
         .bind(now)
@@ -362,7 +410,7 @@ impl Store {
     }
 }
 
-const RUN_SELECT: &str = "SELECT id, scenario_id, status, reason, mode, time_scale, hold_s, created_at_ms, started_at_ms, fault_at_ms, ended_at_ms FROM runs";
+const RUN_SELECT: &str = "SELECT id, scenario_id, status, reason, mode, play, time_scale, hold_s, created_at_ms, started_at_ms, fault_at_ms, ended_at_ms FROM runs";
 
 fn run_of(r: &sqlx::any::AnyRow) -> anyhow::Result<Run> {
     let status: String = r.try_get("status")?;
@@ -372,6 +420,7 @@ fn run_of(r: &sqlx::any::AnyRow) -> anyhow::Result<Run> {
         status: Status::parse(&status),
         reason: r.try_get("reason")?,
         mode: r.try_get("mode")?,
+        play: Play::parse(&r.try_get::<String, _>("play")?).unwrap_or_default(),
         time_scale: r.try_get("time_scale")?,
         hold_s: r.try_get("hold_s")?,
         created_at_ms: r.try_get("created_at_ms")?,

@@ -23,6 +23,10 @@ difficulty: beginner
 estimated_time: 5m
 objectives: [follow a timeline]
 briefing: Something is slow.
+symptom:
+  title: The shop is slow
+  briefing: Users say pages take seconds.
+  reveals: [concurrency, the pool was cut]
 setup:
   load: {rate: 5}
   config:

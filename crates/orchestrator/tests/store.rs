@@ -1,13 +1,16 @@
 //! The task database on both backends: SQLite (default) and PostgreSQL (the server on this
 //! machine; the test fails with instructions when none answers).
 
-use observastack_orchestrator::store::{Status, Store};
+use observastack_orchestrator::store::{Play, Status, Store};
 use serde_json::json;
 use sqlx::Connection as _;
 
 async fn exercise(store: &Store) {
-    let run = store.create_run("drill", "learner", 1.0, 0.0).await.expect("create");
-    assert_eq!((run.status, run.hold_s), (Status::Pending, 0.0));
+    let run = store
+        .create_run("drill", "learner", Play::Guided, 1.0, 0.0)
+        .await
+        .expect("create");
+    assert_eq!((run.status, run.hold_s, run.play), (Status::Pending, 0.0, Play::Guided));
     store
         .set_status(&run.id, Status::Baseline, None)
         .await
@@ -43,7 +46,14 @@ async fn exercise(store: &Store) {
     assert!(events.windows(2).all(|w| w[0].id < w[1].id));
 
     // A verify run's fault hold is kept with it, so a resumed run holds as long.
-    let second = store.create_run("drill", "verify", 2.0, 12.5).await.expect("second");
+    let second = store
+        .create_run("drill", "verify", Play::Investigate, 2.0, 12.5)
+        .await
+        .expect("second");
+    assert_eq!(
+        store.run(&second.id).await.expect("run").expect("exists").play,
+        Play::Investigate
+    );
     let read = store.run(&second.id).await.expect("run").expect("exists");
     assert_eq!(
         (read.mode.as_str(), read.time_scale, read.hold_s),

@@ -29,6 +29,10 @@ pub struct Scenario {
     pub objectives: Vec<String>,
     /// What users report: the symptom, in their words.
     pub briefing: String,
+    /// The incident as a user or a pager reports it, for investigate and challenge runs, which
+    /// show it instead of the title, objectives and guide. Required (`scenario validate`).
+    #[serde(default)]
+    pub symptom: Option<Symptom>,
     /// What the lab must have for this scenario (e.g. `postgres`).
     #[serde(default)]
     pub requires: Vec<Requirement>,
@@ -61,6 +65,31 @@ pub struct Scenario {
     /// be shortened (1 = not at all).
     #[serde(default)]
     pub verify: VerifySettings,
+}
+
+/// What an investigate or challenge run shows of the incident before its debrief.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Symptom {
+    /// The card's title, in a user's or a pager's words ("Order pages got slow since lunch").
+    pub title: String,
+    /// What the users and the on-call see, since when, who asks; never the cause.
+    pub briefing: String,
+    /// The words that name the mechanism (matched case-insensitively as substrings): none of
+    /// them may appear in what an investigate run shows until it ends.
+    #[serde(default)]
+    pub reveals: Vec<String>,
+}
+
+impl Symptom {
+    /// The first word of [`Symptom::reveals`] that `text` contains, case-insensitively.
+    pub fn revealed_in(&self, text: &str) -> Option<&str> {
+        let text = text.to_lowercase();
+        self.reveals
+            .iter()
+            .map(String::as_str)
+            .find(|w| !w.trim().is_empty() && text.contains(&w.to_lowercase()))
+    }
 }
 
 /// Knob, fault or behaviour values by name, each with its position.
@@ -117,6 +146,10 @@ pub struct SteadyState {
 pub struct Criterion {
     /// What a learner reads in the sidebar.
     pub name: String,
+    /// The name an investigate run shows instead, phrased as what users and the on-call care
+    /// about; required when `name` contains a word of the symptom's `reveals`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub neutral: Option<String>,
     /// A PromQL expression; every series it returns must satisfy the comparison, and an empty
     /// result does not.
     #[serde(serialize_with = "ser_spanned")]
@@ -271,6 +304,9 @@ pub enum Action {
         severity: Severity,
         /// What it says.
         message: String,
+        /// What an investigate run shows instead.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        neutral: Option<String>,
     },
     /// The run enters a phase.
     Phase {
@@ -341,6 +377,7 @@ impl Step {
             action = Some(Action::Notify {
                 severity: n.severity,
                 message: n.message.clone(),
+                neutral: n.neutral.clone(),
             });
         }
         if let Some(p) = &self.phase {
@@ -456,6 +493,10 @@ pub struct Notify {
     pub severity: Severity,
     /// What it says.
     pub message: String,
+    /// What an investigate run shows instead (e.g. the deploy without its release notes);
+    /// required when `message` contains a word of the symptom's `reveals`.
+    #[serde(default)]
+    pub neutral: Option<String>,
 }
 
 /// How bad a notification is.

@@ -59,6 +59,81 @@ impl Surface {
 }
 
 impl Checker<'_> {
+    /// The symptom card, and that nothing an investigate run shows names the mechanism.
+    fn symptom(&mut self, s: &Scenario) {
+        let at = s.id.referenced;
+        let Some(symptom) = &s.symptom else {
+            self.err_key(
+                "briefing",
+                at,
+                "expected a `symptom` (title, briefing, reveals: what investigate runs show), found none",
+            );
+            return;
+        };
+        if symptom.title.trim().is_empty() || symptom.briefing.trim().is_empty() {
+            self.err_key(
+                "symptom",
+                at,
+                "expected a symptom title and briefing, found an empty string",
+            );
+        }
+        if symptom.reveals.is_empty() || symptom.reveals.iter().any(|w| w.trim().is_empty()) {
+            self.err_key(
+                "symptom",
+                at,
+                "expected the words that name the mechanism in `symptom.reveals`, found none or an empty one",
+            );
+        }
+        let mut hidden = symptom.clone();
+        hidden.reveals.push(s.id.value.clone());
+        hidden.reveals.push(s.title.clone());
+        for (what, text) in [
+            ("symptom title", &symptom.title),
+            ("symptom briefing", &symptom.briefing),
+        ] {
+            if let Some(word) = hidden.revealed_in(text) {
+                self.err_key(
+                    "symptom",
+                    at,
+                    format!("expected the {what} to keep the cause hidden, found `{word}` in it"),
+                );
+            }
+        }
+        let criteria = s.steady_state.checks.iter().chain(&s.success_criteria);
+        for criterion in criteria {
+            let shown = criterion.neutral.as_deref().unwrap_or(&criterion.name);
+            if let Some(word) = symptom.revealed_in(shown) {
+                let message = match &criterion.neutral {
+                    None => format!(
+                        "expected a `neutral` name for criterion `{}` (investigate runs show it), as it names `{word}`",
+                        criterion.name
+                    ),
+                    Some(n) => {
+                        format!("expected the neutral name `{n}` to keep the cause hidden, found `{word}` in it")
+                    }
+                };
+                self.err(criterion.query.referenced, message);
+            }
+        }
+        for step in &s.timeline {
+            let Some(notify) = &step.notify else { continue };
+            let shown = notify.neutral.as_deref().unwrap_or(&notify.message);
+            if let Some(word) = symptom.revealed_in(shown) {
+                let at = step.at.as_ref().map_or(at, |a| a.referenced);
+                let message = match &notify.neutral {
+                    None => format!(
+                        "expected a `neutral` text for the notification `{}` (investigate runs show it), as it names `{word}`",
+                        notify.message
+                    ),
+                    Some(n) => {
+                        format!("expected the neutral text `{n}` to keep the cause hidden, found `{word}` in it")
+                    }
+                };
+                self.err(at, message);
+            }
+        }
+    }
+
     fn err(&mut self, loc: Location, message: impl Into<String>) {
         self.out.push(Diagnostic::at(self.file, loc, message));
     }
@@ -435,6 +510,7 @@ pub(crate) fn validate_source(file: &str, source: &str, s: &Scenario, sut: &SutS
             "expected a briefing (what users report), found an empty string",
         );
     }
+    c.symptom(s);
     if s.objectives.is_empty() {
         c.err_key(
             "objectives",

@@ -21,6 +21,7 @@ difficulty: beginner
 estimated_time: 5m
 objectives: [follow a run]
 briefing: Nothing is really wrong.
+symptom: {title: Nothing to see, briefing: Users are happy., reveals: [connection_leak]}
 releases:
   orders: {"1.1.0": {connection_leak: false}}
 setup:
@@ -58,6 +59,7 @@ difficulty: beginner
 estimated_time: 5m
 objectives: [survive a restart]
 briefing: Orders fail.
+symptom: {title: Orders fail, briefing: Every order fails., reveals: [error_rate]}
 releases:
   orders: {"2.0.0": {}, "2.1.0": {error_rate: 1.0}}
 setup:

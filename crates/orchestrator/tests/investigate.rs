@@ -1,0 +1,381 @@
+//! Investigate runs show only the symptom until they end: for every library scenario, the run
+//! document, the run list and the WebSocket messages read while the run is on contain neither
+//! its id, nor its cause title, nor any word of its `symptom.reveals`; the debrief and the ended
+//! run's document reveal them. Hints come only on request.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use observastack_orchestrator::catalogue::{Catalogue, Entry};
+use observastack_orchestrator::lab::{FakeLab, Lab};
+use observastack_orchestrator::runner::{Orchestrator, Settings};
+use observastack_orchestrator::store::Store;
+use observastack_scenario::{Comparator, Criterion};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+/// A value that satisfies `c`, and one that does not.
+fn values_for(c: &Criterion) -> (f64, f64) {
+    let t = c.threshold.unwrap_or(0.0);
+    let [low, high] = c.range.unwrap_or([0.0, 1.0]);
+    let d = t.abs().max(1.0);
+    match c.comparator {
+        Comparator::Lt | Comparator::Le => (t - d / 2.0, t + d),
+        Comparator::Gt | Comparator::Ge => (t + d, t - d / 2.0),
+        Comparator::Eq => (t, t + d),
+        Comparator::Ne => (t + d, t),
+        Comparator::Between => ((low + high) / 2.0, high + (high - low).abs().max(1.0)),
+        Comparator::Outside => (high + (high - low).abs().max(1.0), (low + high) / 2.0),
+    }
+}
+
+async fn serve(o: Arc<Orchestrator>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, observastack_orchestrator::api::router(o)).await });
+    url
+}
+
+/// The words an investigate run of `entry` must not show.
+fn forbidden(entry: &Entry) -> Vec<String> {
+    let s = &entry.scenario;
+    let symptom = s.symptom.as_ref().expect("every library scenario has a symptom");
+    let mut words = vec![s.id.value.clone(), s.title.clone()];
+    words.extend(symptom.reveals.iter().cloned());
+    words.into_iter().map(|w| w.to_lowercase()).collect()
+}
+
+/// The words of `words` in the strings and keys of `doc`; the API's own field names are not
+/// the scenario's (a hint's `index`).
+fn leaks(doc: &Value, words: &[String]) -> Vec<String> {
+    const API_FIELDS: [&str; 1] = ["index"];
+    let mut texts = Vec::new();
+    fn walk<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+        match v {
+            Value::String(s) => out.push(s),
+            Value::Array(items) => items.iter().for_each(|i| walk(i, out)),
+            Value::Object(map) => {
+                for (k, v) in map {
+                    if !API_FIELDS.contains(&k.as_str()) {
+                        out.push(k);
+                    }
+                    walk(v, out);
+                }
+            }
+            _ => {}
+        }
+    }
+    walk(doc, &mut texts);
+    let mut found: Vec<String> = words
+        .iter()
+        .filter(|w| texts.iter().any(|t| t.to_lowercase().contains(w.as_str())))
+        .cloned()
+        .collect();
+    found.dedup();
+    found
+}
+
+/// Plays one scenario in investigate mode over a fake lab whose readings pass the steady state
+/// and then fail the criteria; returns what it saw during the run and at the end.
+async fn play(id: String) -> Result<(), String> {
+    let dir = std::env::temp_dir().join(format!(
+        "observastack-investigate-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let store = Store::open(&Store::default_url(&dir)).await.expect("task database");
+    let catalogue = Catalogue::load(None).expect("library");
+    let entry = catalogue.get(&id).cloned().expect("scenario");
+    let words = forbidden(&entry);
+    let fake = Arc::new(FakeLab::default());
+    let s = entry.scenario.clone();
+    for c in &s.steady_state.checks {
+        fake.set(&c.query.value, values_for(c).0);
+    }
+    let o = Orchestrator::new(
+        catalogue,
+        store,
+        Lab::fake(fake.clone()).expect("lab"),
+        Settings {
+            eval_interval: Duration::from_millis(100),
+            postgres: true,
+        },
+        CancellationToken::new(),
+    );
+    let base = serve(o.clone()).await;
+    let http = reqwest::Client::new();
+    let scale = s.verify.time_scale.max(1.0);
+    let card = observastack_orchestrator::view::card_id(&id);
+    let started: Value = http
+        .post(format!("{base}/api/runs"))
+        .json(&json!({"incident": card, "time_scale": scale}))
+        .send()
+        .await
+        .expect("start")
+        .json()
+        .await
+        .expect("json");
+    let run = started["id"]
+        .as_str()
+        .ok_or(format!("{id}: no run: {started}"))?
+        .to_owned();
+    let mut seen = vec![started.to_string()];
+    let ws_url = format!("{}/api/runs/{run}/ws", base.replace("http://", "ws://"));
+    let (mut ws, _) = tokio_tungstenite::connect_async(&ws_url).await.expect("ws");
+    let ws_text = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let sink = ws_text.clone();
+    let reader = tokio::spawn(async move {
+        while let Some(Ok(msg)) = ws.next().await {
+            if let tokio_tungstenite::tungstenite::Message::Text(t) = msg {
+                sink.lock().expect("lock").push(t.to_string());
+            }
+        }
+    });
+
+    // Follow the run until every timeline step has happened (the criteria fail from the fault
+    // on, so it stays on), reading what the panel reads.
+    let steps = s.timeline.len();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let mut broke = false;
+    loop {
+        let state: Value = http
+            .get(format!("{base}/api/runs/{run}"))
+            .send()
+            .await
+            .expect("run")
+            .json()
+            .await
+            .expect("json");
+        let list: Value = http
+            .get(format!("{base}/api/runs"))
+            .send()
+            .await
+            .expect("runs")
+            .json()
+            .await
+            .expect("json");
+        let status = state["run"]["status"].as_str().unwrap_or_default().to_owned();
+        if matches!(status.as_str(), "resolved" | "failed" | "aborted" | "timed_out") {
+            return Err(format!("{id}: the run ended early: {}", state["run"]));
+        }
+        seen.push(state.to_string());
+        seen.push(list.to_string());
+        if status == "running" && !broke {
+            // The fault is on its way: every criterion now reads failing.
+            for c in &s.success_criteria {
+                fake.set(&c.query.value, values_for(c).1);
+            }
+            broke = true;
+        }
+        let done = o
+            .store
+            .events(&run)
+            .await
+            .expect("events")
+            .iter()
+            .filter(|e| e.key.as_deref().is_some_and(|k| k.starts_with("step:")))
+            .count();
+        if done >= steps {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!("{id}: {done} of {steps} timeline steps in 120 s"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Hints only on request, one at a time, each in the feed.
+    let hint: Value = http
+        .post(format!("{base}/api/runs/{run}/hints"))
+        .send()
+        .await
+        .expect("hint")
+        .json()
+        .await
+        .expect("json");
+    if hint["index"] != 0 || hint["requested"] != true {
+        return Err(format!("{id}: the first hint on request: {hint}"));
+    }
+    let state: Value = http
+        .get(format!("{base}/api/runs/{run}"))
+        .send()
+        .await
+        .expect("run")
+        .json()
+        .await
+        .expect("json");
+    let hints = state["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["kind"] == "hint")
+        .count();
+    if hints != 1 {
+        return Err(format!("{id}: {hints} hints shown after one request"));
+    }
+    if state["scenario"]["objectives"] != json!([]) || state["scenario"]["watch"] != json!([]) {
+        return Err(format!("{id}: objectives or dashboards shown: {}", state["scenario"]));
+    }
+    if state["scenario"]["title"] != json!(s.symptom.as_ref().expect("symptom").title) {
+        return Err(format!(
+            "{id}: the run does not show its symptom: {}",
+            state["scenario"]
+        ));
+    }
+    // What was read while the run was on (the hint's text is the learner's own request).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let during: Vec<Value> = seen
+        .iter()
+        .chain(ws_text.lock().expect("lock").iter())
+        .map(|t| {
+            let mut v: Value = serde_json::from_str(t).unwrap_or(Value::Null);
+            strip_requested_hints(&mut v);
+            v
+        })
+        .collect();
+    if during.len() < 10 {
+        return Err(format!("{id}: only {} documents read", during.len()));
+    }
+    for doc in &during {
+        let found = leaks(doc, &words);
+        if !found.is_empty() {
+            return Err(format!("{id}: shown during the run: {found:?} in {doc}"));
+        }
+    }
+
+    // The end reveals it all.
+    http.post(format!("{base}/api/runs/{run}/abort"))
+        .json(&json!({"reason": "test over"}))
+        .send()
+        .await
+        .expect("abort");
+    common::until(Duration::from_secs(10), || async {
+        o.store.run(&run).await.expect("run").expect("exists").status.is_final()
+    })
+    .await;
+    let ended: Value = http
+        .get(format!("{base}/api/runs/{run}"))
+        .send()
+        .await
+        .expect("run")
+        .json()
+        .await
+        .expect("json");
+    if ended["run"]["scenario_id"] != json!(id) || ended["scenario"]["title"] != json!(s.title) {
+        return Err(format!(
+            "{id}: the ended run does not reveal its scenario: {}",
+            ended["run"]
+        ));
+    }
+    let debrief: Value = http
+        .get(format!("{base}/api/runs/{run}/debrief"))
+        .send()
+        .await
+        .expect("debrief")
+        .json()
+        .await
+        .expect("json");
+    let mut texts = Vec::new();
+    collect_strings(&debrief, &mut texts);
+    let text = texts.join("\n").to_lowercase();
+    for word in [
+        id.to_lowercase(),
+        s.title.to_lowercase(),
+        s.fix.root_cause.to_lowercase(),
+    ] {
+        if !text.contains(&word) {
+            return Err(format!("{id}: the debrief does not reveal {word:?}"));
+        }
+    }
+    reader.abort();
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+fn collect_strings(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::String(s) => out.push(s.clone()),
+        Value::Array(items) => items.iter().for_each(|i| collect_strings(i, out)),
+        Value::Object(map) => map.values().for_each(|v| collect_strings(v, out)),
+        _ => {}
+    }
+}
+
+/// The text of hints the learner asked for is theirs to read: left out of the leak check.
+fn strip_requested_hints(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            if map.get("requested") == Some(&Value::Bool(true)) {
+                map.remove("text");
+            }
+            map.values_mut().for_each(strip_requested_hints);
+        }
+        Value::Array(items) => items.iter_mut().for_each(strip_requested_hints),
+        _ => {}
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn investigate_runs_of_every_library_scenario_hide_the_cause_until_the_debrief() {
+    let ids: Vec<String> = Catalogue::load(None)
+        .expect("library")
+        .entries
+        .keys()
+        .cloned()
+        .collect();
+    assert!(ids.len() >= 16, "{ids:?}");
+    let mut runs = tokio::task::JoinSet::new();
+    for id in ids {
+        runs.spawn(play(id));
+    }
+    let mut problems = Vec::new();
+    while let Some(result) = runs.join_next().await {
+        if let Err(e) = result.expect("task") {
+            problems.push(e);
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guided_run_gives_no_hint_on_request_and_an_unknown_play_is_refused() {
+    let (o, _fake, _dir) = common::orchestrator(Duration::from_millis(200)).await;
+    let base = serve(o.clone()).await;
+    let http = reqwest::Client::new();
+    let refused = http
+        .post(format!("{base}/api/runs"))
+        .json(&json!({"scenario": "drill", "play": "blindfolded"}))
+        .send()
+        .await
+        .expect("start");
+    assert_eq!(refused.status(), 400);
+    let body: Value = refused.json().await.expect("json");
+    assert_eq!(body["field"], "play", "{body}");
+    let both = http
+        .post(format!("{base}/api/runs"))
+        .json(&json!({"scenario": "drill", "incident": "i-00000000"}))
+        .send()
+        .await
+        .expect("start");
+    assert_eq!(both.status(), 400);
+    let run = o.start("drill", "learner", Some(5.0), None).await.expect("start").id;
+    let hint = http
+        .post(format!("{base}/api/runs/{run}/hints"))
+        .send()
+        .await
+        .expect("hint");
+    assert_eq!(hint.status(), 409, "a guided run's hints come on its timer");
+    let cards: Value = http
+        .get(format!("{base}/api/incidents"))
+        .send()
+        .await
+        .expect("incidents")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(cards["incidents"][0]["title"], "The shop is slow", "{cards}");
+    assert!(!cards.to_string().contains("drill"), "{cards}");
+}
