@@ -7,6 +7,7 @@
 # `RUSTC_BOOTSTRAP=1 cargo fuzz run TARGET FILE`).
 #
 # Usage: scripts/fuzz.sh [SECONDS] [TARGET...]   (default 60 s each, every target)
+#        scripts/fuzz.sh build                  (install cargo-fuzz if needed and build, no run)
 # The corpus grows in fuzz/corpus/TARGET/ (not committed), seeded from fuzz/seeds/, the PromQL
 # test scripts in ../shared/peer-tests/promql/ and the scenario library.
 set -euo pipefail
@@ -14,6 +15,11 @@ cd "$(dirname "$0")/.."
 
 say() { printf '\n==> %s\n' "$*"; }
 
+build_only=0
+if [ "${1:-}" = build ]; then
+  build_only=1
+  shift
+fi
 seconds="${1:-60}"
 [ $# -gt 0 ] && shift
 case "$seconds" in
@@ -48,6 +54,10 @@ fi
 
 say "building the fuzz targets"
 cargo fuzz build --target-dir "$target_dir"
+if [ "$build_only" = 1 ]; then
+  say "fuzz targets built"
+  exit 0
+fi
 
 failed=()
 for t in "${targets[@]}"; do

@@ -41,6 +41,14 @@ if ! command -v prometheus >/dev/null; then
   fi
 fi
 
+# --- The fuzz targets: built in the background at the lowest CPU priority while the checks
+# below run (a niced compile takes only the CPU they leave idle, so their timings are not
+# disturbed), then run for a bounded time at the end.
+fuzz_log=$(mktemp)
+nice -n 19 scripts/fuzz.sh build >"$fuzz_log" 2>&1 &
+fuzz_build=$!
+trap 'rm -f "$fuzz_log"; kill "$fuzz_build" 2>/dev/null || true' EXIT
+
 say "rustfmt and clippy"
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 cargo fmt --all -- --check
@@ -48,7 +56,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 say "tests"
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+trap 'rm -f "$log" "$fuzz_log"; kill "$fuzz_build" 2>/dev/null || true' EXIT
 cargo test --workspace --locked 2>&1 | tee "$log"
 # One closing line for the whole workspace (cargo prints one per test binary, the last of
 # which is often an empty doc-test run).
@@ -69,3 +77,13 @@ OBSERVASTACK_BIN="$target_dir/debug/observastack" scripts/check-deploy.sh
 say "control panel in a browser"
 # Playwright (playwright-core from npm) driving Debian's chromium against `observastack up`.
 OBSERVASTACK_BIN="$target_dir/debug/observastack" scripts/browser-test.sh --no-screenshots
+
+say "fuzzing (${OBSERVASTACK_FUZZ_SECONDS:-15} s per target)"
+# Coverage-guided, with AddressSanitizer: PromQL parse and evaluation, scrape bodies, OTLP,
+# scenario files. Any crash, stack overflow, hang or memory blow-up fails CI with its input.
+if ! wait "$fuzz_build"; then
+  cat "$fuzz_log" >&2
+  echo "error: the fuzz targets did not build" >&2
+  exit 1
+fi
+scripts/fuzz.sh "${OBSERVASTACK_FUZZ_SECONDS:-15}"

@@ -351,10 +351,11 @@ pub fn config_state_dir(data_dir: &Path) -> PathBuf {
 }
 
 fn sut_processes(args: &UpArgs, exe: &Path, data_dir: &Path, database_url: &str) -> Vec<ProcessSpec> {
-    let env = BTreeMap::from([
+    let mut env = BTreeMap::from([
         ("DATABASE_URL".to_owned(), database_url.to_owned()),
         ("OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(), args.otlp()),
     ]);
+    env.extend(malloc_env().map(|(k, v)| (k.to_owned(), v)));
     let data = data_dir.display().to_string();
     let states = config_state_dir(data_dir);
     let spec = |name: &str, mut args: Vec<String>| ProcessSpec {
@@ -411,6 +412,15 @@ fn sut_processes(args: &UpArgs, exe: &Path, data_dir: &Path, database_url: &str)
     ]
 }
 
+/// glibc's malloc keeps up to eight arenas per core, one per thread that contends, and the
+/// freed memory of each stays resident: after 5 minutes at 300 requests/s two arenas held the lab
+/// at 239 MB RSS where the default held it at 270 MB (`bench/soak.sh`, SQLite; decisions.md).
+/// Set for every process `up` starts, unless the caller set it.
+fn malloc_env() -> Option<(&'static str, String)> {
+    const NAME: &str = "MALLOC_ARENA_MAX";
+    std::env::var_os(NAME).is_none().then(|| (NAME, "2".to_owned()))
+}
+
 fn child_command(exe: &Path, logs: &Path, name: &str) -> anyhow::Result<Command> {
     let log_path = logs.join(format!("{name}.log"));
     let log = File::options()
@@ -423,6 +433,7 @@ fn child_command(exe: &Path, logs: &Path, name: &str) -> anyhow::Result<Command>
         .stdout(log.try_clone()?)
         .stderr(log)
         .env(PARENT_WATCH_ENV, "1")
+        .envs(malloc_env())
         // Its own process group: a Ctrl-C in the terminal reaches `up`, which stops the children
         // in order (load first, then the agent and the SUT it supervises).
         .process_group(0)
