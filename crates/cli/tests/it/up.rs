@@ -140,7 +140,10 @@ async fn up_runs_the_lab_and_leaves_nothing_after_sigterm() {
         .output()
         .unwrap();
     let table = String::from_utf8_lossy(&plain.stdout);
-    assert!(table.starts_with("NAME") && table.lines().count() == 8, "{table}");
+    // A header, one row per component, then the dependencies after a blank line.
+    let (rows, deps) = table.split_once("\n\n").unwrap_or((&table, ""));
+    assert!(rows.starts_with("NAME") && rows.lines().count() == 8, "{table}");
+    assert!(deps.starts_with("database "), "{table}");
 
     // Simulated users are being served.
     let loadgen = components[5]["endpoints"]["control"].as_str().unwrap().to_owned();
