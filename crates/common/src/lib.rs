@@ -78,3 +78,12 @@ pub async fn bind(addr: std::net::SocketAddr, flag: &str) -> anyhow::Result<TcpL
         }
     })
 }
+
+/// A stable 32-bit hash of `bytes` (FNV-1a 64, folded): for names derived from other names (a
+/// lab's database, an incident card), the same on every build and release, unlike std's hasher.
+pub fn stable_hash32(bytes: &[u8]) -> u32 {
+    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    hash as u32
+}

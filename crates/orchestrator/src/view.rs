@@ -19,15 +19,15 @@ use crate::store::{Event, Play, Run};
 /// The opaque id of a scenario's symptom card (`i-` and eight hex digits): stable, and
 /// naming nothing.
 pub fn card_id(scenario_id: &str) -> String {
-    let hash = scenario_id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
-    format!("i-{:08x}", hash as u32)
+    format!("i-{:08x}", observastack_common::stable_hash32(scenario_id.as_bytes()))
 }
 
 /// A scenario's symptom card, as the incident list shows it.
 pub fn card(entry: &Entry) -> Value {
-    let s = &entry.scenario;
+    card_of(&entry.scenario)
+}
+
+fn card_of(s: &Scenario) -> Value {
     let symptom = s.symptom.as_ref();
     json!({
         "card": card_id(&s.id.value),
@@ -96,14 +96,8 @@ impl Redactor {
     /// neutral names.
     pub fn scenario(&self) -> Value {
         let s = &self.scenario;
-        let symptom = s.symptom.as_ref();
-        json!({
-            "card": card_id(&s.id.value),
-            "title": symptom.map(|x| x.title.as_str()),
-            "briefing": symptom.map(|x| x.briefing.as_str()),
-            "difficulty": s.difficulty,
-            "estimated_time": s.estimated_time.value.to_string(),
-            "requires": s.requires,
+        let mut card = card_of(s);
+        let more = json!({
             "time_limit": s.time_limit.value.to_string(),
             "hint_count": s.hints.len(),
             "hints_on_request": true,
@@ -112,7 +106,11 @@ impl Redactor {
             "watch": [],
             "objectives": [],
             "tags": [],
-        })
+        });
+        if let (Some(card), Value::Object(more)) = (card.as_object_mut(), more) {
+            card.extend(more);
+        }
+        card
     }
 
     /// A criterion (as the scenario detail, the live view or an event writes it) under its

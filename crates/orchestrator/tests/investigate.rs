@@ -32,6 +32,14 @@ fn values_for(c: &Criterion) -> (f64, f64) {
     }
 }
 
+async fn get_json(http: &reqwest::Client, url: String) -> Value {
+    http.get(url).send().await.expect("GET").json().await.expect("json")
+}
+
+async fn post_json(http: &reqwest::Client, url: String) -> Value {
+    http.post(url).send().await.expect("POST").json().await.expect("json")
+}
+
 async fn serve(o: Arc<Orchestrator>) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
@@ -142,22 +150,8 @@ async fn play(id: String) -> Result<(), String> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     let mut broke = false;
     loop {
-        let state: Value = http
-            .get(format!("{base}/api/runs/{run}"))
-            .send()
-            .await
-            .expect("run")
-            .json()
-            .await
-            .expect("json");
-        let list: Value = http
-            .get(format!("{base}/api/runs"))
-            .send()
-            .await
-            .expect("runs")
-            .json()
-            .await
-            .expect("json");
+        let state: Value = get_json(&http, format!("{base}/api/runs/{run}")).await;
+        let list: Value = get_json(&http, format!("{base}/api/runs")).await;
         let status = state["run"]["status"].as_str().unwrap_or_default().to_owned();
         if matches!(status.as_str(), "resolved" | "failed" | "aborted" | "timed_out") {
             return Err(format!("{id}: the run ended early: {}", state["run"]));
@@ -188,25 +182,11 @@ async fn play(id: String) -> Result<(), String> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Hints only on request, one at a time, each in the feed.
-    let hint: Value = http
-        .post(format!("{base}/api/runs/{run}/hints"))
-        .send()
-        .await
-        .expect("hint")
-        .json()
-        .await
-        .expect("json");
+    let hint: Value = post_json(&http, format!("{base}/api/runs/{run}/hints")).await;
     if hint["index"] != 0 || hint["requested"] != true {
         return Err(format!("{id}: the first hint on request: {hint}"));
     }
-    let state: Value = http
-        .get(format!("{base}/api/runs/{run}"))
-        .send()
-        .await
-        .expect("run")
-        .json()
-        .await
-        .expect("json");
+    let state: Value = get_json(&http, format!("{base}/api/runs/{run}")).await;
     let hints = state["events"]
         .as_array()
         .into_iter()
@@ -256,28 +236,14 @@ async fn play(id: String) -> Result<(), String> {
         o.store.run(&run).await.expect("run").expect("exists").status.is_final()
     })
     .await;
-    let ended: Value = http
-        .get(format!("{base}/api/runs/{run}"))
-        .send()
-        .await
-        .expect("run")
-        .json()
-        .await
-        .expect("json");
+    let ended: Value = get_json(&http, format!("{base}/api/runs/{run}")).await;
     if ended["run"]["scenario_id"] != json!(id) || ended["scenario"]["title"] != json!(s.title) {
         return Err(format!(
             "{id}: the ended run does not reveal its scenario: {}",
             ended["run"]
         ));
     }
-    let debrief: Value = http
-        .get(format!("{base}/api/runs/{run}/debrief"))
-        .send()
-        .await
-        .expect("debrief")
-        .json()
-        .await
-        .expect("json");
+    let debrief: Value = get_json(&http, format!("{base}/api/runs/{run}/debrief")).await;
     let mut texts = Vec::new();
     collect_strings(&debrief, &mut texts);
     let text = texts.join("\n").to_lowercase();
@@ -368,14 +334,7 @@ async fn a_guided_run_gives_no_hint_on_request_and_an_unknown_play_is_refused() 
         .await
         .expect("hint");
     assert_eq!(hint.status(), 409, "a guided run's hints come on its timer");
-    let cards: Value = http
-        .get(format!("{base}/api/incidents"))
-        .send()
-        .await
-        .expect("incidents")
-        .json()
-        .await
-        .expect("json");
+    let cards: Value = get_json(&http, format!("{base}/api/incidents")).await;
     assert_eq!(cards["incidents"][0]["title"], "The shop is slow", "{cards}");
     assert!(!cards.to_string().contains("drill"), "{cards}");
 }

@@ -98,11 +98,7 @@ pub async fn resolve(explicit: Option<&str>, data_dir: &Path) -> anyhow::Result<
 /// `~/.local/state/observastack`. Stable for one directory, different for two (a lab's data
 /// directory is locked while it runs, so one directory is one lab).
 pub fn lab_database_name(data_dir: &Path) -> String {
-    let path = data_dir.to_string_lossy();
-    // FNV-1a: a stable, dependency-free hash (std's hasher is not stable across releases).
-    let hash = path.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
+    let hash = observastack_common::stable_hash32(data_dir.to_string_lossy().as_bytes());
     let base: String = data_dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -119,9 +115,9 @@ pub fn lab_database_name(data_dir: &Path) -> String {
         .collect();
     let base = base.trim_matches('_');
     if base.is_empty() {
-        format!("observastack_{:08x}", hash as u32)
+        format!("observastack_{hash:08x}")
     } else {
-        format!("observastack_{base}_{:08x}", hash as u32)
+        format!("observastack_{base}_{hash:08x}")
     }
 }
 

@@ -96,7 +96,7 @@ async fn up_runs_the_lab_and_leaves_nothing_after_sigterm() {
     let db = fresh_pg_database().await;
     let dir = TempDir::new("up");
     let ports = free_ports(10);
-    let (mut up, printed) = start_up(dir.path(), &ports, &db, &[]);
+    let (up, printed) = start_up(dir.path(), &ports, &db, &[]);
     // Every URL is printed, grouped by network path.
     for heading in ["User path", "Secure (control) path", "Observability path"] {
         assert!(printed.contains(heading), "{printed}");
@@ -261,13 +261,7 @@ async fn up_runs_the_lab_and_leaves_nothing_after_sigterm() {
         .filter_map(|c| c["pid"].as_i64())
         .collect();
     pids.push(up.id() as i64);
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(up.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let exit = up.wait().unwrap();
-    assert!(exit.success(), "up exited with {exit}");
+    stop(up);
     for pid in pids {
         assert!(!alive(pid), "process {pid} outlived `up`");
     }
