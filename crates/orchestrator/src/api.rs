@@ -17,7 +17,8 @@ use observastack_scenario::Action;
 
 use crate::alerts::Webhook;
 use crate::runner::{Orchestrator, Push, RunError};
-use crate::store::Play;
+use crate::challenge::{DrawRequest, Drawn, parse_difficulty};
+use crate::store::{Play, Status};
 use crate::view::{Redactor, card, card_id};
 
 /// The OpenAPI document of this API.
@@ -90,7 +91,7 @@ async fn list_incidents(State(o): State<Arc<Orchestrator>>) -> Response {
             let mut v = card(e);
             let solved = past
                 .iter()
-                .any(|r| r.scenario_id == e.scenario.id.value && r.status == crate::store::Status::Resolved);
+                .any(|r| r.scenario_id == e.scenario.id.value && r.status == Status::Resolved);
             v["solved"] = json!(solved);
             v
         })
@@ -136,6 +137,15 @@ struct StartRun {
     incident: Option<String>,
     #[serde(default)]
     play: Option<String>,
+    /// A challenge without `scenario` or `incident` draws one: replay the draw of this seed.
+    #[serde(default)]
+    seed: Option<u64>,
+    /// A challenge draw among this difficulty (`1`–`3` or its name).
+    #[serde(default)]
+    difficulty: Option<Value>,
+    /// A challenge draw among this tag.
+    #[serde(default)]
+    tag: Option<String>,
     #[serde(default)]
     mode: Option<String>,
     #[serde(default)]
@@ -158,20 +168,10 @@ async fn start_run(State(o): State<Arc<Orchestrator>>, body: axum::body::Bytes) 
             );
         }
     };
-    let scenario = match (&req.scenario, &req.incident) {
-        (Some(id), None) => id.clone(),
-        (None, Some(card)) => match o.catalogue.entries.keys().find(|id| card_id(id) == *card) {
-            Some(id) => id.clone(),
-            None => return fail(RunError::NotFound(format!("no incident card {card:?}"))),
-        },
-        _ => {
-            return fail(RunError::Invalid(
-                "expected exactly one of \"scenario\" (an id) and \"incident\" (a card id)".to_owned(),
-            ));
-        }
-    };
+    let drawing = req.seed.is_some() || req.difficulty.is_some() || req.tag.is_some();
     let play = match req.play.as_deref() {
         None if req.incident.is_some() => Play::Investigate,
+        None if drawing || (req.scenario.is_none() && req.incident.is_none()) => Play::Challenge,
         None => Play::Guided,
         Some(p) => match Play::parse(p) {
             Some(p) => p,
@@ -183,25 +183,81 @@ async fn start_run(State(o): State<Arc<Orchestrator>>, body: axum::body::Bytes) 
             }
         },
     };
+    let (scenario, drawn) = match (&req.scenario, &req.incident) {
+        (Some(_), Some(_)) => {
+            return fail(RunError::Invalid(
+                "expected one of \"scenario\" (an id) and \"incident\" (a card id), not both".to_owned(),
+            ));
+        }
+        (Some(_), None) | (None, Some(_)) if drawing => {
+            return fail(RunError::Invalid(
+                "\"seed\", \"difficulty\" and \"tag\" are for a challenge draw, without \"scenario\" or \"incident\"".to_owned(),
+            ));
+        }
+        (Some(id), None) => (id.clone(), None),
+        (None, Some(card)) => match o.catalogue.entries.keys().find(|id| card_id(id) == *card) {
+            Some(id) => (id.clone(), None),
+            None => return fail(RunError::NotFound(format!("no incident card {card:?}"))),
+        },
+        (None, None) if play != Play::Challenge => {
+            return fail(RunError::Invalid(format!(
+                "expected \"scenario\" (an id) or \"incident\" (a card id) for a {} run; only a challenge draws one",
+                play.as_str()
+            )));
+        }
+        (None, None) => match draw_incident(&o, &req).await {
+            Ok(d) => (d.scenario_id.clone(), Some(d)),
+            Err(response) => return *response,
+        },
+    };
     match o
         .start_playing(
             &scenario,
             req.mode.as_deref().unwrap_or("learner"),
             play,
+            drawn.clone(),
             req.time_scale,
             req.hold_s,
         )
         .await
     {
         Ok(run) => {
-            let shown = match Redactor::for_run(&run, o.catalogue.get(&run.scenario_id)) {
+            let mut shown = match Redactor::for_run(&run, o.catalogue.get(&run.scenario_id)) {
                 Some(r) => r.run(&run),
                 None => json!(run),
             };
+            if let Some(d) = drawn {
+                shown["draw"] = json!(d);
+            }
             (StatusCode::CREATED, Json(shown)).into_response()
         }
         Err(e) => fail(e),
     }
+}
+
+/// A challenge's draw among the library, by the request's filters and seed.
+async fn draw_incident(o: &Orchestrator, req: &StartRun) -> Result<Drawn, Box<Response>> {
+    let difficulty = match &req.difficulty {
+        None | Some(Value::Null) => None,
+        Some(v) => {
+            let text = v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+            match parse_difficulty(&text) {
+                Some(d) => Some(d),
+                None => {
+                    return Err(Box::new(fail(RunError::InvalidField(
+                        "difficulty",
+                        format!("expected difficulty 1 (beginner), 2 (intermediate) or 3 (advanced), found {v}"),
+                    ))));
+                }
+            }
+        }
+    };
+    let request = DrawRequest {
+        seed: req.seed,
+        difficulty,
+        tag: req.tag.clone(),
+    };
+    o.draw(&request).await.map_err(|e| Box::new(fail(e)))
 }
 
 async fn run_state(o: &Orchestrator, id: &str) -> Result<Value, RunError> {

@@ -186,8 +186,22 @@ pub enum ScenarioCommand {
 /// `observastack scenario run`.
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
-    /// The scenario.
-    pub id: String,
+    /// The scenario (or `--random`).
+    #[arg(required_unless_present = "random", conflicts_with = "random")]
+    pub id: Option<String>,
+    /// A challenge: an incident drawn at random among those not solved yet, played for its
+    /// symptom only, timed and scored. The draw's seed is printed to replay it with `--seed`.
+    #[arg(long)]
+    pub random: bool,
+    /// Draw among this difficulty: 1 (beginner), 2 (intermediate) or 3 (advanced).
+    #[arg(long, requires = "random", value_parser = parse_difficulty_arg)]
+    pub difficulty: Option<String>,
+    /// Draw among the incidents with this tag.
+    #[arg(long, requires = "random")]
+    pub tag: Option<String>,
+    /// Replay the draw of this seed (the same incident, solved or not).
+    #[arg(long, requires = "random")]
+    pub seed: Option<u64>,
     /// The orchestrator (default: the running lab's, from its data directory).
     #[arg(long)]
     pub url: Option<String>,
@@ -200,8 +214,14 @@ pub struct RunArgs {
     /// How to play: `guided` (the cause-naming title, objectives and hints on a timer),
     /// `investigate` or `challenge` (only the symptom until the debrief; hints on request, with
     /// `POST /api/runs/ID/hints`).
-    #[arg(long, default_value = "guided", value_parser = ["guided", "investigate", "challenge"])]
-    pub play: String,
+    #[arg(long, value_parser = ["guided", "investigate", "challenge"], conflicts_with = "random")]
+    pub play: Option<String>,
+}
+
+fn parse_difficulty_arg(s: &str) -> Result<String, String> {
+    crate::challenge::parse_difficulty(s)
+        .map(|d| json!(d).as_str().unwrap_or_default().to_owned())
+        .ok_or_else(|| format!("expected 1 (beginner), 2 (intermediate) or 3 (advanced), found {s:?}"))
 }
 
 /// `observastack scenario verify`.
@@ -371,9 +391,12 @@ async fn orchestrator_url(url: Option<String>, data_dir: Option<PathBuf>) -> any
 
 /// What `POST /api/runs` is asked for.
 struct StartRequest<'a> {
-    scenario: &'a str,
+    /// The scenario, or `None` for a challenge's draw.
+    scenario: Option<&'a str>,
     mode: &'a str,
     play: Option<&'a str>,
+    /// A challenge draw's `seed`, `difficulty` and `tag`.
+    draw: Option<Value>,
     time_scale: f64,
     hold_s: f64,
 }
@@ -385,10 +408,18 @@ async fn follow_run(
     request: StartRequest<'_>,
     mut progress: impl FnMut(&Value),
 ) -> anyhow::Result<Value> {
-    let scenario = request.scenario;
-    let mut start = json!({"scenario": scenario, "mode": request.mode, "time_scale": request.time_scale});
+    let scenario = request.scenario.unwrap_or("a random incident");
+    let mut start = json!({"mode": request.mode, "time_scale": request.time_scale});
+    if let Some(id) = request.scenario {
+        start["scenario"] = json!(id);
+    }
     if let Some(play) = request.play {
         start["play"] = json!(play);
+    }
+    if let Some(Value::Object(draw)) = &request.draw
+        && let Some(o) = start.as_object_mut()
+    {
+        o.extend(draw.clone());
     }
     if request.hold_s > 0.0 {
         start["hold_s"] = json!(request.hold_s);
@@ -407,6 +438,9 @@ async fn follow_run(
         body["message"].as_str().unwrap_or_default()
     );
     let id = body["id"].as_str().context("no run id")?.to_owned();
+    if let Some(draw) = body.get("draw") {
+        progress(&json!({"draw": draw}));
+    }
     let abort = observastack_common::shutdown_signal();
     tokio::pin!(abort);
     loop {
@@ -516,19 +550,45 @@ async fn run_headless(args: RunArgs) -> anyhow::Result<()> {
     let mut last_line = Instant::now() - Duration::from_secs(60);
     let mode = if args.autofix { "verify" } else { "learner" };
     let mut introduced = false;
+    let play = match (&args.play, args.random) {
+        (_, true) => "challenge",
+        (Some(p), false) => p.as_str(),
+        (None, false) => "guided",
+    };
+    let draw = args.random.then(|| {
+        let mut d = serde_json::Map::new();
+        if let Some(seed) = args.seed {
+            d.insert("seed".to_owned(), json!(seed));
+        }
+        if let Some(difficulty) = &args.difficulty {
+            d.insert("difficulty".to_owned(), json!(difficulty));
+        }
+        if let Some(tag) = &args.tag {
+            d.insert("tag".to_owned(), json!(tag));
+        }
+        Value::Object(d)
+    });
     let request = StartRequest {
-        scenario: &args.id,
+        scenario: args.id.as_deref(),
         mode,
-        play: Some(&args.play),
+        play: Some(play),
+        draw,
         time_scale: 1.0,
         hold_s: 0.0,
     };
     let state = follow_run(&http, &base, request, |state| {
-        if !introduced && args.play != "guided" {
+        if let Some(draw) = state.get("draw") {
+            println!("{}", draw_line(draw));
+            return;
+        }
+        if !introduced && play != "guided" {
             introduced = true;
             let incident = &state["scenario"];
             println!("Incident: {}", incident["title"].as_str().unwrap_or_default());
             println!("{}", incident["briefing"].as_str().unwrap_or_default().trim_end());
+            if let Some(run) = state["run"]["id"].as_str() {
+                hints_on_enter(http.clone(), format!("{base}/api/runs/{run}/hints"));
+            }
         }
         for e in state["events"].as_array().into_iter().flatten() {
             let id = e["id"].as_i64().unwrap_or(0);
@@ -555,11 +615,97 @@ async fn run_headless(args: RunArgs) -> anyhow::Result<()> {
         run["status"].as_str().unwrap_or_default(),
         run["reason"].as_str().unwrap_or_default()
     );
-    println!(
-        "Debrief: {base}/api/runs/{}/debrief",
-        run["id"].as_str().unwrap_or_default()
-    );
+    let id = run["id"].as_str().unwrap_or_default();
+    if play != "guided"
+        && let Ok(resp) = http.get(format!("{base}/api/runs/{id}/debrief")).send().await
+        && let Ok(debrief) = resp.json::<Value>().await
+    {
+        debrief_lines(&debrief).iter().for_each(|l| println!("{l}"));
+    }
+    println!("Debrief: {base}/api/runs/{id}/debrief");
     Ok(())
+}
+
+/// Hints on request in the terminal: each line typed (`hint` and Enter) asks for the next one;
+/// it shows in the feed with the run's other events. Stdin is read on a thread of its own, so
+/// the end of the run never waits for a line.
+fn hints_on_enter(http: reqwest::Client, url: String) {
+    println!("Type hint and Enter for a hint (each costs {} points).", crate::challenge::HINT_COST);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        while std::io::stdin().read_line(&mut line).is_ok_and(|n| n > 0) {
+            if line.trim().eq_ignore_ascii_case("hint") && tx.send(()).is_err() {
+                return;
+            }
+            line.clear();
+        }
+    });
+    tokio::spawn(async move {
+        while rx.recv().await.is_some() {
+            match http.post(&url).send().await {
+                Ok(r) if r.status().is_success() => {}
+                Ok(r) => {
+                    let body: Value = r.json().await.unwrap_or_default();
+                    println!("No hint: {}", body["message"].as_str().unwrap_or_default());
+                }
+                Err(e) => println!("No hint: {e}"),
+            }
+        }
+    });
+}
+
+/// What a challenge's draw says: its seed and the command that replays it.
+fn draw_line(draw: &Value) -> String {
+    let mut replay = format!(
+        "observastack scenario run --random --seed {}",
+        draw["seed"].as_u64().unwrap_or_default()
+    );
+    if let Some(d) = draw["difficulty"].as_str() {
+        replay.push_str(&format!(" --difficulty {d}"));
+    }
+    if let Some(t) = draw["tag"].as_str() {
+        replay.push_str(&format!(" --tag {t}"));
+    }
+    let unsolved = draw["unsolved"].as_u64().unwrap_or_default();
+    format!(
+        "Drawn among {} incidents ({}). Replay this draw with: {replay}",
+        draw["pool"].as_u64().unwrap_or_default(),
+        if unsolved == 0 {
+            "every one already solved".to_owned()
+        } else {
+            format!("{unsolved} not solved yet")
+        }
+    )
+}
+
+/// The end of a run played for its symptom: what it was, and the score item by item.
+fn debrief_lines(d: &Value) -> Vec<String> {
+    let mut lines = Vec::new();
+    if let Some(title) = d["scenario"]["title"].as_str() {
+        lines.push(format!(
+            "It was: {title} ({})",
+            d["scenario"]["id"].as_str().unwrap_or_default()
+        ));
+    }
+    if let Some(cause) = d["root_cause"].as_str() {
+        lines.push(format!("Root cause: {}", cause.trim()));
+    }
+    if let Some(score) = d.get("score").filter(|s| !s.is_null()) {
+        lines.push(format!(
+            "Score: {} / {}",
+            score["total"].as_i64().unwrap_or_default(),
+            score["max"].as_i64().unwrap_or_default()
+        ));
+        for item in score["breakdown"].as_array().into_iter().flatten() {
+            lines.push(format!(
+                "  {:>+4}  {}",
+                item["points"].as_i64().unwrap_or_default(),
+                item["detail"].as_str().unwrap_or_default()
+            ));
+        }
+    }
+    lines
 }
 
 /// A lab started for verification; stopped (SIGTERM) when dropped.
@@ -852,9 +998,10 @@ async fn verify_one(cat: &Catalogue, args: &VerifyArgs, i: usize, count: usize, 
         let mut last_print = Instant::now();
         let mut seen = 0i64;
         let request = StartRequest {
-            scenario: id,
+            scenario: Some(id),
             mode: "verify",
             play: None,
+            draw: None,
             time_scale: scale,
             hold_s,
         };

@@ -9,6 +9,8 @@
 //!   server metrics, which would count the panel's polling as the shop's traffic).
 //! - [`runner`]: one run at a time: baseline, steady state, timeline, hints, criteria, end,
 //!   debrief; resumes or closes runs found unfinished at start-up.
+//! - [`challenge`]: challenge play: an incident drawn by a replayable seed, which learner
+//!   actions made things worse, and the score of a run played for its symptom.
 //! - [`hold`]: the fault hold of `verify --hold`: what each criterion read under the fault
 //!   before the reference fix, and its margin past the threshold (`fault_held`).
 //! - [`api`]: REST + WebSocket on the control path; `openapi.json` documents it.
@@ -22,6 +24,7 @@
 pub mod alerts;
 pub mod api;
 pub mod catalogue;
+pub mod challenge;
 pub mod changes;
 pub mod cli;
 pub mod hold;

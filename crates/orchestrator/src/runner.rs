@@ -22,6 +22,7 @@ use observastack_scenario::timeline::{self, Item};
 use observastack_scenario::{Action, Criterion, Scenario};
 
 use crate::catalogue::{Catalogue, Entry};
+use crate::challenge::{self, Assessor, DrawRequest, Drawn};
 use crate::hold::{self, Hold};
 use crate::lab::Lab;
 use crate::metrics::{MODES, Metrics, Verdict};
@@ -83,6 +84,8 @@ pub struct CriterionView {
 enum Control {
     Complete,
     Abort(String),
+    /// A learner action was recorded (its event id): judged once it has settled.
+    Acted(i64),
 }
 
 /// The live state of the active run.
@@ -244,6 +247,28 @@ impl Orchestrator {
         Ok(data)
     }
 
+    /// A challenge's draw: an incident of the library this lab can run, by `req`'s seed, or
+    /// one the learner has not resolved yet under a new seed (see [`challenge::draw`]).
+    pub async fn draw(&self, req: &DrawRequest) -> Result<Drawn, RunError> {
+        let solved: std::collections::BTreeSet<String> = self
+            .store
+            .runs(1000)
+            .await?
+            .into_iter()
+            .filter(|r| r.status == Status::Resolved)
+            .map(|r| r.scenario_id)
+            .collect();
+        // Seeds a learner can type: 32 bits (and exact as a JavaScript number).
+        challenge::draw(
+            self.catalogue.entries.values().map(|e| &*e.scenario),
+            &solved,
+            self.settings.postgres,
+            req,
+            || u64::from(fastrand::u32(..)),
+        )
+        .map_err(|e| RunError::NotFound(e.0))
+    }
+
     /// Runs found unfinished at start-up: a running one is resumed (its applied actions and
     /// shown hints are in the events), one still in its baseline is closed with a reason.
     pub async fn recover(self: &Arc<Self>) -> anyhow::Result<()> {
@@ -297,17 +322,19 @@ impl Orchestrator {
         time_scale: Option<f64>,
         hold_s: Option<f64>,
     ) -> Result<Run, RunError> {
-        self.start_playing(scenario_id, mode, Play::Guided, time_scale, hold_s)
+        self.start_playing(scenario_id, mode, Play::Guided, None, time_scale, hold_s)
             .await
     }
 
     /// [`Orchestrator::start`], played `play`: an investigate or challenge run shows only the
     /// symptom until it ends, and gives hints only on request ([`Orchestrator::request_hint`]).
+    /// A challenge's draw, when it drew the scenario, is the run's first event.
     pub async fn start_playing(
         self: &Arc<Self>,
         scenario_id: &str,
         mode: &str,
         play: Play,
+        drawn: Option<Drawn>,
         time_scale: Option<f64>,
         hold_s: Option<f64>,
     ) -> Result<Run, RunError> {
@@ -355,6 +382,9 @@ impl Orchestrator {
             )));
         }
         let run = self.store.create_run(scenario_id, mode, play, scale, hold_s).await?;
+        if let Some(drawn) = drawn {
+            self.record(&run.id, DRAW_EVENT, Some(DRAW_EVENT), json!(drawn)).await?;
+        }
         self.spawn(run.clone(), entry, false)?;
         self.metrics.run_started(scenario_id, mode);
         Ok(run)
@@ -447,13 +477,18 @@ impl Orchestrator {
             return Err(RunError::Invalid(LEARNER_KINDS.to_owned()));
         }
         let outcome = self.lab.apply(action).await;
-        self.record(
-            run_id,
-            "learner_action",
-            None,
-            json!({"action": action, "ok": outcome.ok(), "status": outcome.status, "error": (!outcome.ok()).then(|| outcome.error_text())}),
-        )
-        .await?;
+        let event = self
+            .record(
+                run_id,
+                "learner_action",
+                None,
+                json!({"action": action, "ok": outcome.ok(), "status": outcome.status, "error": (!outcome.ok()).then(|| outcome.error_text())}),
+            )
+            .await?;
+        if outcome.ok() {
+            // The run may have ended meanwhile: then there is nothing left to judge.
+            let _ = self.control(run_id, Control::Acted(event.id)).await;
+        }
         Ok(outcome)
     }
 
@@ -499,18 +534,57 @@ impl Orchestrator {
             (Some(f), Some(t)) => Some((t - f) as f64 / 1000.0),
             _ => None,
         };
+        let time_to_mitigate_s = since_fault(met);
+        // A run played for its symptom is scored; a guided one is a lesson.
+        let score = match entry {
+            Some(e) if run.play.hides_cause() => Some(challenge::score(&challenge::ScoreInput {
+                resolved: run.status == Status::Resolved,
+                time_to_mitigate_s,
+                time_limit_s: e.scenario.time_limit.value.as_secs_f64() / run.time_scale,
+                hints: events
+                    .iter()
+                    .filter(|e| e.kind == "hint" && e.data["requested"] == true)
+                    .count(),
+                worsened: events.iter().filter(|e| e.kind == ASSESSMENT_EVENT).count(),
+            })),
+            _ => None,
+        };
+        // What each action that made things worse was, beside the criteria it moved.
+        let worsening: Vec<Value> = events
+            .iter()
+            .filter(|e| e.kind == ASSESSMENT_EVENT)
+            .map(|a| {
+                let acted = a.data["worse"]["event_id"].as_i64();
+                let action = events.iter().find(|e| Some(e.id) == acted);
+                json!({
+                    "time_ms": action.map_or(a.time_ms, |e| e.time_ms),
+                    "action": action.map(|e| &e.data["action"]),
+                    "criteria": a.data["worse"]["criteria"],
+                })
+            })
+            .collect();
         Ok(json!({
+            "play": run.play,
+            "scenario": entry.map(|e| json!({
+                "id": e.scenario.id.value,
+                "title": e.scenario.title,
+                "symptom": e.scenario.symptom.as_ref().map(|s| s.title.as_str()),
+                "mechanism": e.scenario.symptom.as_ref().map(|s| &s.reveals),
+            })),
+            "draw": events.iter().find(|e| e.kind == DRAW_EVENT).map(|e| &e.data),
+            "score": score,
+            "worsening_actions": worsening,
             "run": run,
             "outcome": run.status,
             "reason": run.reason,
             "fault_at_ms": fault,
             "time_to_first_action_s": since_fault(first_action.or(fix_applied)),
-            "time_to_mitigate_s": since_fault(met),
+            "time_to_mitigate_s": time_to_mitigate_s,
             "root_cause": entry.map(|e| e.scenario.fix.root_cause.clone()),
             "reference_fix": entry.map(|e| e.scenario.fix.steps.iter().filter_map(|s| s.action().ok()).collect::<Vec<_>>()),
             // What the learner could not see during the run: the releases the scenario shipped
             // and the faults it set through the fault channel.
-            "hidden": events.iter().filter(|e| !shown_during_run(&e.kind)).map(|e| &e.data).collect::<Vec<_>>(),
+            "hidden": events.iter().filter(|e| e.kind == HIDDEN_EVENT).map(|e| &e.data).collect::<Vec<_>>(),
             "guide": entry.and_then(|e| e.guide.clone()),
             "timeline": events,
         }))
@@ -561,8 +635,19 @@ pub const HIDDEN_EVENT: &str = "fault";
 
 /// Whether an event may be shown while the run is on.
 pub fn shown_during_run(kind: &str) -> bool {
-    kind != HIDDEN_EVENT
+    kind != HIDDEN_EVENT && kind != ASSESSMENT_EVENT
 }
+
+/// The event kind of a learner action's verdict (it made things worse): a judgement the
+/// learner reads in the debrief, not a clue during the run.
+pub const ASSESSMENT_EVENT: &str = "assessment";
+
+/// The event kind of a challenge's draw (its seed, filters and pool; never the scenario).
+pub const DRAW_EVENT: &str = "draw";
+
+/// How long after a learner action (seconds of the scenario's clock, before compression) its
+/// effect on the criteria is judged: long enough for a restart or a rollout to settle.
+pub const SETTLE_S: f64 = 30.0;
 
 /// The key of the `fault_held` event, so a resumed run does not hold the fault again.
 const FAULT_HELD_KEY: &str = "fault:held";
@@ -910,18 +995,23 @@ impl Driver {
 
     /// Waits, answering controls; `Some` when the run must end.
     async fn wait(&mut self, d: Duration) -> Option<Ended> {
-        tokio::select! {
-            _ = tokio::time::sleep(d) => None,
-            _ = self.o.shutdown.cancelled() => {
-                // Leave the run as it is: the next start resumes or closes it.
-                std::future::pending::<()>().await;
-                None
+        let until = Instant::now() + d;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => return None,
+                _ = self.o.shutdown.cancelled() => {
+                    // Leave the run as it is: the next start resumes or closes it.
+                    std::future::pending::<()>().await;
+                    return None;
+                }
+                c = self.control.recv() => match c {
+                    Some(Control::Abort(reason)) => return Some(Ended(Status::Aborted, reason)),
+                    Some(Control::Complete) => return Some(Ended(Status::Failed, "completed before the incident started".to_owned())),
+                    // Before the incident there is nothing to judge an action against.
+                    Some(Control::Acted(_)) => {}
+                    None => return None,
+                },
             }
-            c = self.control.recv() => match c {
-                Some(Control::Abort(reason)) => Some(Ended(Status::Aborted, reason)),
-                Some(Control::Complete) => Some(Ended(Status::Failed, "completed before the incident started".to_owned())),
-                None => None,
-            },
         }
     }
 
@@ -983,6 +1073,7 @@ impl Driver {
         self.windows.clear();
         let mut last: Vec<CriterionStatus> = Vec::new();
         let mut outside = crate::changes::ChangeWatch::start(&self.o.lab).await;
+        let mut assessor = Assessor::new(SETTLE_S / scale);
         loop {
             let now = Instant::now();
             let t = now.duration_since(t0);
@@ -1065,7 +1156,8 @@ impl Driver {
                             values,
                         },
                     };
-                    self.o
+                    let event = self
+                        .o
                         .record(
                             &id,
                             "learner_action",
@@ -1073,6 +1165,7 @@ impl Driver {
                             json!({"action": action, "ok": true, "status": 200, "source": c.change.source, "applied_at_ms": c.change.time_ms}),
                         )
                         .await?;
+                    assessor.acted(event.id, t.as_secs_f64(), &last);
                 }
                 let t_s = t.as_secs_f64();
                 let phase = if t >= fault_at { "incident" } else { "before_fault" };
@@ -1091,6 +1184,11 @@ impl Driver {
                     }
                 }
                 last = statuses;
+                for worse in assessor.observe(t_s, &criteria, &last) {
+                    self.o
+                        .record(&id, ASSESSMENT_EVENT, None, json!({"worse": worse}))
+                        .await?;
+                }
                 if t >= fault_at && !broken && last.iter().any(|st| !st.passing) {
                     broken = true;
                     self.o
@@ -1201,6 +1299,7 @@ impl Driver {
                 _ = self.o.shutdown.cancelled() => std::future::pending::<()>().await,
                 c = self.control.recv() => match c {
                     Some(Control::Abort(reason)) => return Ok(Ended(Status::Aborted, reason)),
+                    Some(Control::Acted(event_id)) => assessor.acted(event_id, Instant::now().duration_since(t0).as_secs_f64(), &last),
                     Some(Control::Complete) => {
                         let met = !last.is_empty() && last.iter().all(|st| st.met);
                         self.o.record(&id, "note", None, json!({"text": "The learner marked the incident complete."})).await?;

@@ -338,3 +338,174 @@ async fn a_guided_run_gives_no_hint_on_request_and_an_unknown_play_is_refused() 
     assert_eq!(cards["incidents"][0]["title"], "The shop is slow", "{cards}");
     assert!(!cards.to_string().contains("drill"), "{cards}");
 }
+
+/// A challenge drawn by seed over the library, played to the end on a fake lab: the draw is
+/// replayable, the run shows only the symptom, one hint is asked for, one action makes a
+/// criterion worse, the fix resolves it, and the debrief breaks the score down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_challenge_drawn_by_seed_replays_and_its_debrief_breaks_the_score_down() {
+    use observastack_orchestrator::challenge::{DrawRequest, draw};
+    let dir = std::env::temp_dir().join(format!("observastack-challenge-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let catalogue = Catalogue::load(None).expect("library");
+    // Which incident seed 42 draws, so its criteria can be driven.
+    let seed = 42u64;
+    let expected = draw(
+        catalogue.entries.values().map(|e| &*e.scenario),
+        &Default::default(),
+        true,
+        &DrawRequest {
+            seed: Some(seed),
+            ..DrawRequest::default()
+        },
+        || 0,
+    )
+    .expect("draw")
+    .scenario_id;
+    let entry = catalogue.get(&expected).cloned().expect("scenario");
+    let s = entry.scenario.clone();
+    let words = forbidden(&entry);
+    let fake = Arc::new(FakeLab::default());
+    for c in &s.steady_state.checks {
+        fake.set(&c.query.value, values_for(c).0);
+    }
+    let store = Store::open(&Store::default_url(&dir)).await.expect("task database");
+    let o = Orchestrator::new(
+        catalogue,
+        store,
+        Lab::fake(fake.clone()).expect("lab"),
+        Settings {
+            eval_interval: Duration::from_millis(100),
+            postgres: true,
+        },
+        CancellationToken::new(),
+    );
+    let base = serve(o.clone()).await;
+    let http = reqwest::Client::new();
+    let scale = s.verify.time_scale.max(1.0);
+    let start = |body: Value| {
+        let http = http.clone();
+        let base = base.clone();
+        async move {
+            let r = http.post(format!("{base}/api/runs")).json(&body).send().await.expect("start");
+            (r.status().as_u16(), r.json::<Value>().await.expect("json"))
+        }
+    };
+    let (status, started) = start(json!({"play": "challenge", "seed": seed, "time_scale": scale})).await;
+    assert_eq!(status, 201, "{started}");
+    assert_eq!(started["draw"]["seed"], seed, "{started}");
+    assert_eq!(started["play"], "challenge");
+    assert!(leaks(&started, &words).is_empty(), "{started}");
+    let run = started["id"].as_str().expect("id").to_owned();
+    let card = started["incident"]["card"].clone();
+    let wait_status = |want: &'static str| {
+        let o = o.clone();
+        let run = run.clone();
+        async move {
+            common::until(Duration::from_secs(60), || async {
+                o.store.run(&run).await.expect("run").expect("exists").status.as_str() == want
+            })
+            .await;
+        }
+    };
+    wait_status("running").await;
+    // The fault: every criterion fails.
+    for c in &s.success_criteria {
+        fake.set(&c.query.value, values_for(c).1);
+    }
+    let criterion = &s.success_criteria[0];
+    common::until(Duration::from_secs(30), || async {
+        o.store
+            .events(&run)
+            .await
+            .expect("events")
+            .iter()
+            .any(|e| e.kind == "criteria_broken")
+    })
+    .await;
+    let hint: Value = post_json(&http, format!("{base}/api/runs/{run}/hints")).await;
+    assert_eq!(hint["requested"], true, "{hint}");
+    // An action after which the first criterion reads three times further from passing.
+    let acted = http
+        .post(format!("{base}/api/runs/{run}/actions"))
+        .json(&json!({"kind": "config", "service": "orders", "values": {"db_pool_size": 3}}))
+        .send()
+        .await
+        .expect("action");
+    assert!(acted.status().is_success(), "{}", acted.text().await.unwrap_or_default());
+    let (good, bad) = values_for(criterion);
+    fake.set(&criterion.query.value, bad + 3.0 * (bad - good));
+    common::until(Duration::from_secs(30), || async {
+        o.store
+            .events(&run)
+            .await
+            .expect("events")
+            .iter()
+            .any(|e| e.kind == "assessment")
+    })
+    .await;
+    // The verdict is the debrief's: not shown while the run is on.
+    let during: Value = get_json(&http, format!("{base}/api/runs/{run}")).await;
+    assert!(
+        during["events"].as_array().expect("events").iter().all(|e| e["kind"] != "assessment"),
+        "{during}"
+    );
+    let mut shown = during.clone();
+    strip_requested_hints(&mut shown);
+    assert!(leaks(&shown, &words).is_empty(), "{shown}");
+    // The fix: every criterion passes, and holds.
+    for c in &s.success_criteria {
+        fake.set(&c.query.value, values_for(c).0);
+    }
+    wait_status("resolved").await;
+    let debrief: Value = get_json(&http, format!("{base}/api/runs/{run}/debrief")).await;
+    assert_eq!(debrief["scenario"]["id"], json!(expected), "{debrief}");
+    assert_eq!(debrief["draw"]["seed"], seed, "{debrief}");
+    let items: Vec<(String, i64)> = debrief["score"]["breakdown"]
+        .as_array()
+        .expect("breakdown")
+        .iter()
+        .map(|i| (i["item"].as_str().expect("item").to_owned(), i["points"].as_i64().expect("points")))
+        .collect();
+    let points = |item: &str| items.iter().find(|(i, _)| i == item).map(|(_, p)| *p);
+    assert_eq!(points("resolved"), Some(60), "{items:?}");
+    assert!(points("time_to_mitigate").is_some_and(|p| p > 0), "{items:?}");
+    assert_eq!(points("hints"), Some(-10), "{items:?}");
+    assert_eq!(points("worsening_actions"), Some(-10), "{items:?}");
+    let total: i64 = items.iter().map(|(_, p)| p).sum();
+    assert_eq!(debrief["score"]["total"], total.clamp(0, 100), "{debrief}");
+    assert_eq!(debrief["worsening_actions"][0]["action"]["service"], "orders", "{debrief}");
+    assert_eq!(
+        debrief["worsening_actions"][0]["criteria"][0]["name"],
+        json!(criterion.name),
+        "{debrief}"
+    );
+
+    // The same seed draws the same incident again, solved or not; a fresh draw avoids it.
+    let (status, again) = start(json!({"play": "challenge", "seed": seed, "time_scale": scale})).await;
+    assert_eq!(status, 201, "{again}");
+    assert_eq!(again["incident"]["card"], card, "{again}");
+    let again_id = again["id"].as_str().expect("id").to_owned();
+    http.post(format!("{base}/api/runs/{again_id}/abort"))
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("abort");
+    common::until(Duration::from_secs(10), || async {
+        o.store.run(&again_id).await.expect("run").expect("exists").status.is_final()
+    })
+    .await;
+    let (status, fresh) = start(json!({"play": "challenge", "difficulty": 0})).await;
+    assert_eq!(status, 400, "{fresh}");
+    assert_eq!(fresh["field"], "difficulty", "{fresh}");
+    let (status, fresh) = start(json!({"scenario": expected, "seed": 1})).await;
+    assert_eq!(status, 400, "a seed is for a draw: {fresh}");
+    let (status, fresh) = start(json!({"play": "investigate"})).await;
+    assert_eq!(status, 400, "{fresh}");
+    let (status, fresh) = start(json!({"tag": "no-such-tag"})).await;
+    assert_eq!(status, 404, "{fresh}");
+    let (status, fresh) = start(json!({"play": "challenge", "time_scale": 1})).await;
+    assert_eq!(status, 201, "{fresh}");
+    assert_ne!(fresh["incident"]["card"], card, "a fresh draw avoids the solved incident: {fresh}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
