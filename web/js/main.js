@@ -22,7 +22,118 @@ function route() {
   if (current) { current(); current = null; }
   const m = /^#\/run\/([^/?]+)(?:\/(\w+))?/.exec(location.hash);
   if (m) runView(decodeURIComponent(m[1]), m[2] || 'user');
+  else if (/^#\/investigate/.test(location.hash)) incidents();
+  else if (/^#\/challenge/.test(location.hash)) challenge();
   else catalogue();
+}
+
+/** The three ways to pick an incident; the current one is marked. */
+function playNav(currentPlay) {
+  const items = [['guided', '#/', 'Guided lessons'], ['investigate', '#/investigate', 'Investigate'], ['challenge', '#/challenge', 'Challenge']];
+  return h('nav', { class: 'plays', 'aria-label': 'Ways to play' }, items.map(([key, href, label]) =>
+    h('a', { href, 'data-play': key, 'aria-current': key === currentPlay ? 'page' : null, class: key === currentPlay ? 'on' : '' }, label)));
+}
+
+/** The time-scale the page was opened with (`?time_scale=2`), for demonstrations and tests. */
+function withTimeScale(body) {
+  const params = new URLSearchParams(location.search);
+  if (params.get('time_scale')) body.time_scale = parseFloat(params.get('time_scale'));
+  return body;
+}
+
+async function startRun(body, message, what) {
+  try {
+    const run = await api('/api/runs', { method: 'POST', body: withTimeScale(body) });
+    location.hash = `#/run/${run.id}`;
+    return true;
+  } catch (e) {
+    mount(message, h('div', { class: 'notice error', role: 'alert' }, `Could not start ${what}: ${e.message}`));
+    return false;
+  }
+}
+
+/* ---------------------------------------------------------------- investigate */
+
+// Symptom cards: what users and the pager report, never the cause. Launching one plays it
+// without its title, objectives, dashboards or timed hints; the debrief reveals them.
+async function incidents() {
+  document.title = 'ObservaStack — investigate';
+  const main = h('main', { class: 'catalogue', id: 'main' }, h('p', { class: 'loading' }, 'Loading the incidents…'));
+  mount(app, topBar(h('span', { class: 'title' }, 'Investigate')), main);
+  let data, runs;
+  try {
+    [data, runs] = await Promise.all([api('/api/incidents'), api('/api/runs?limit=1'), labInfo()]);
+  } catch (e) {
+    mount(main, h('div', { class: 'notice error' }, `The orchestrator did not answer: ${e.message}`));
+    return;
+  }
+  const message = h('div', { 'aria-live': 'polite' });
+  const active = runs.active;
+  const cards = data.incidents.map((c) => {
+    const available = !c.requires.includes('postgres') || lab.postgres;
+    const launch = h('button', { class: 'primary', disabled: !available || !!active, 'data-launch': c.card,
+      'aria-label': `Investigate ${c.title}`,
+      onclick: async () => { launch.disabled = true; if (!await startRun({ incident: c.card, play: 'investigate' }, message, c.title)) launch.disabled = false; } }, 'Investigate');
+    return h('article', { class: `card${available ? '' : ' unavailable'}`, role: 'listitem', 'data-incident': c.card },
+      h('h2', {}, c.title),
+      h('div', { class: 'meta' }, h('span', { class: `badge ${c.difficulty}` }, c.difficulty), ' · about ', c.estimated_time,
+        c.solved ? [' · ', h('span', { class: 'badge resolved' }, 'solved')] : null),
+      h('p', { class: 'small', style: 'margin:4px 0' }, c.briefing),
+      available ? null : h('div', { class: 'small error-text' }, 'Needs PostgreSQL: start the lab with DATABASE_URL=postgres://… to play it.'),
+      h('div', { class: 'actions' }, launch));
+  });
+  mount(main,
+    playNav('investigate'),
+    h('h1', { style: 'font-size:20px;margin:4px 0' }, 'Pick a symptom'),
+    h('p', { class: 'muted', style: 'margin:0' }, 'Each card is what users or the pager reported. The run shows only that: find the cause with the signals, fix it, and the debrief tells you what it was. Hints come when you ask, and cost points.'),
+    active ? h('div', { class: 'notice' }, 'A run is in progress. ', h('a', { href: `#/run/${active}` }, 'Return to it'), '.') : null,
+    message, h('div', { class: 'cards', role: 'list' }, cards));
+  mark('incidents');
+}
+
+/* ---------------------------------------------------------------- challenge */
+
+// A random incident the learner has not solved, played for its symptom, timed and scored. The
+// seed replays a draw.
+async function challenge() {
+  document.title = 'ObservaStack — challenge';
+  const main = h('main', { class: 'catalogue', id: 'main' }, h('p', { class: 'loading' }, 'Loading…'));
+  mount(app, topBar(h('span', { class: 'title' }, 'Challenge')), main);
+  let data, runs;
+  try {
+    [data, runs] = await Promise.all([api('/api/lab/scenarios'), api('/api/runs?limit=1'), labInfo()]);
+  } catch (e) {
+    mount(main, h('div', { class: 'notice error' }, `The orchestrator did not answer: ${e.message}`));
+    return;
+  }
+  const active = runs.active;
+  const difficulty = h('select', { id: 'challenge-difficulty', 'aria-label': 'Difficulty' },
+    h('option', { value: '' }, 'Any difficulty'),
+    ...[['1', 'beginner'], ['2', 'intermediate'], ['3', 'advanced']].map(([v, l]) => h('option', { value: v }, l)));
+  const tagSel = h('select', { id: 'challenge-tag', 'aria-label': 'Tag' }, h('option', { value: '' }, 'Any tag'),
+    ...[...new Set(data.scenarios.flatMap((s) => s.tags))].sort().map((t) => h('option', { value: t }, t)));
+  const seed = h('input', { id: 'challenge-seed', type: 'number', min: '0', step: '1', placeholder: 'new draw', 'aria-label': 'Seed (to replay a draw)' });
+  const message = h('div', { 'aria-live': 'polite' });
+  const draw = h('button', { class: 'primary', id: 'draw', disabled: !!active, onclick: async () => {
+    const body = { play: 'challenge' };
+    if (difficulty.value) body.difficulty = difficulty.value;
+    if (tagSel.value) body.tag = tagSel.value;
+    if (seed.value !== '') {
+      const n = Number(seed.value);
+      if (!Number.isSafeInteger(n) || n < 0) { mount(message, h('div', { class: 'notice error', role: 'alert' }, 'A seed is a whole number from 0.')); return; }
+      body.seed = n;
+    }
+    draw.disabled = true;
+    if (!await startRun(body, message, 'a challenge')) draw.disabled = false;
+  } }, 'Draw an incident');
+  mount(main,
+    playNav('challenge'),
+    h('h1', { style: 'font-size:20px;margin:4px 0' }, 'Challenge'),
+    h('p', { class: 'muted', style: 'margin:0' }, `An incident you have not solved, drawn at random, with only its symptom. You score 60 for resolving it, up to 40 more for speed; each hint and each action that makes things worse costs 10. The draw's seed (in the run's feed) replays it.`),
+    active ? h('div', { class: 'notice' }, 'A run is in progress. ', h('a', { href: `#/run/${active}` }, 'Return to it'), '.') : null,
+    message,
+    h('div', { class: 'filters' }, difficulty, tagSel, h('label', {}, 'Seed ', seed), draw));
+  mark('challenge');
 }
 
 window.addEventListener('hashchange', () => {
@@ -90,16 +201,7 @@ async function catalogue() {
 
   async function start(s, button) {
     button.disabled = true;
-    const params = new URLSearchParams(location.search);
-    const body = { scenario: s.id };
-    if (params.get('time_scale')) body.time_scale = parseFloat(params.get('time_scale'));
-    try {
-      const run = await api('/api/runs', { method: 'POST', body });
-      location.hash = `#/run/${run.id}`;
-    } catch (e) {
-      button.disabled = false;
-      mount(message, h('div', { class: 'notice error', role: 'alert' }, `Could not start ${s.title}: ${e.message}`));
-    }
+    if (!await startRun({ scenario: s.id }, message, s.title)) button.disabled = false;
   }
 
   for (const el of [search, difficulty, tagSel, onlyAvail]) el.addEventListener('input', render);
@@ -108,11 +210,12 @@ async function catalogue() {
     h('table', {}, h('thead', {}, h('tr', {}, h('th', {}, 'run'), h('th', {}, 'scenario'), h('th', {}, 'started'), h('th', {}, 'status'))),
       h('tbody', {}, runs.runs.map((r) => h('tr', {},
         h('td', {}, h('a', { href: `#/run/${r.id}` }, r.id.slice(0, 8))),
-        h('td', {}, r.scenario_id),
+        h('td', {}, r.scenario_id || (r.incident && r.incident.title) || '—'),
         h('td', {}, new Date(r.created_at_ms).toLocaleString()),
         h('td', {}, h('span', { class: `badge ${r.status}` }, r.status.replace('_', ' '))))))))
     : null;
   mount(main,
+    playNav('guided'),
     h('h1', { style: 'font-size:20px;margin:4px 0' }, 'Choose an incident'),
     h('p', { class: 'muted', style: 'margin:0' }, 'Each scenario breaks the shop in a realistic way. Investigate with the same tools an on-call engineer uses, fix it, and read the debrief.'),
     banner, message,
@@ -183,6 +286,7 @@ function feedItem(e, run) {
     case 'criteria_broken': return li('bad', 'The success criteria are failing.');
     case 'criteria_met': return li('ok-text', '✓ Every success criterion held for its window.');
     case 'note': return li('note', d.text);
+    case 'draw': return li('note', `Drawn among ${d.pool} incidents with seed ${d.seed}${d.difficulty ? `, ${d.difficulty}` : ''}${d.tag ? `, tag ${d.tag}` : ''}: enter it on the Challenge page to replay this draw.`);
     case 'alert': {
       // From Alertmanager (POST /api/alerts): its name, severity and summary.
       const firing = d.status === 'firing';
@@ -214,12 +318,14 @@ async function runView(runId, tab) {
   const completeBtn = h('button', { class: 'primary', id: 'complete', onclick: () => control('complete') }, 'Complete');
   const abortBtn = h('button', { id: 'abort', onclick: () => control('abort') }, 'Abort');
   const criteriaList = h('ul', { class: 'criteria', id: 'criteria', 'aria-live': 'polite' });
+  // Investigate and challenge runs: hints on request, each one counted in the score.
+  const hintBtn = h('button', { id: 'ask-hint', hidden: true, onclick: askHint }, 'Ask for a hint');
   const feedList = h('ul', { class: 'feed', id: 'feed' });
   const briefing = h('details', { class: 'briefing', open: true });
   const tabPanels = {};
   const main = h('main', { id: 'main' }, briefing);
   const aside = h('aside', { 'aria-label': 'Success criteria and incident feed' },
-    h('h2', {}, 'Success criteria'), criteriaList, h('h2', {}, 'Incident feed'), feedList);
+    h('h2', {}, 'Success criteria'), criteriaList, hintBtn, h('h2', {}, 'Incident feed'), feedList);
   mount(app,
     topBar(titleEl, phaseEl, timerEl, connEl, h('span', { class: 'grow' }), completeBtn, abortBtn),
     h('div', { class: 'run' }, main, aside));
@@ -288,6 +394,24 @@ async function runView(runId, tab) {
     const over = FINAL.has(run.status);
     completeBtn.disabled = over;
     abortBtn.disabled = over;
+    const onRequest = scenario && scenario.hints_on_request;
+    hintBtn.hidden = !onRequest || over;
+    if (onRequest) {
+      const given = events.filter((e) => e.kind === 'hint').length;
+      const left = scenario.hint_count - given;
+      hintBtn.disabled = left <= 0 || run.status !== 'running';
+      hintBtn.textContent = left > 0 ? `Ask for a hint (${left} left, −10 points each)` : 'No hint left';
+    }
+  }
+
+  async function askHint() {
+    hintBtn.disabled = true;
+    try {
+      await api(`/api/runs/${runId}/hints`, { method: 'POST', body: {} });
+    } catch (e) {
+      feedList.prepend(h('li', { class: 'bad' }, `No hint: ${e.message}`));
+      renderHeader();
+    }
   }
 
   function onEvent(e) {
@@ -381,7 +505,19 @@ function debriefView(d) {
   // Empty setup records of the hidden channel (no releases shipped, no faults) say nothing.
   const shown = d.timeline.filter((e) => !(e.kind === 'fault' && e.data && e.data.setup
     && !Object.keys(e.data.releases || e.data.values || {}).length));
+  const sc = d.scenario || {};
+  const revealed = d.play && d.play !== 'guided' && sc.title ? h('div', { class: 'panel', id: 'revealed' },
+    h('h3', {}, 'It was: ', h('span', { id: 'revealed-title' }, sc.title)),
+    h('p', { class: 'small', style: 'margin:0' }, 'Reported as “', sc.symptom, '” · scenario ', h('span', { class: 'mono' }, sc.id),
+      d.draw ? ` · drawn with seed ${d.draw.seed} among ${d.draw.pool}` : '')) : null;
+  const score = d.score ? h('div', { class: 'panel', id: 'score' },
+    h('h3', {}, 'Score: ', h('span', { id: 'score-total' }, `${d.score.total} / ${d.score.max}`)),
+    h('table', {}, h('tbody', {}, d.score.breakdown.map((i) => h('tr', { 'data-item': i.item },
+      h('td', { class: 'num' }, i.points > 0 ? `+${i.points}` : String(i.points)), h('td', {}, i.detail))))),
+    d.worsening_actions && d.worsening_actions.length ? h('ul', { class: 'small' }, d.worsening_actions.map((w) =>
+      h('li', {}, `${rel(w.time_ms)} ${describeAction(w.action)}: `, w.criteria.map((c) => `${c.name} went from ${fmtValue(c.before)} to ${fmtValue(c.after)}`).join('; ')))) : null) : null;
   return h('div', { class: 'debrief' },
+    revealed, score,
     h('div', { class: 'panel' },
       h('h3', {}, 'Outcome: ', h('span', { class: `badge ${d.outcome}`, id: 'outcome' }, String(d.outcome).replace('_', ' '))),
       d.reason ? h('p', { style: 'margin:4px 0' }, d.reason) : null,

@@ -2,8 +2,9 @@
 // started: launch cpu-regression, see the symptom on the User tab, survive a reload and a lost
 // WebSocket, receive a hint and an Alertmanager alert, look at every Observability view, apply
 // the reference fix through the Test tab form (after a refused value shown at its field), see
-// the criteria turn green, complete, read the debrief. Prints the measurements (first renders,
-// chart update rate).
+// the criteria turn green, complete, read the debrief; then play the same incident in investigate
+// mode from its symptom card (nothing names the cause, a hint on request, a rollback, the score),
+// and draw a challenge by seed. Prints the measurements (first renders, chart update rate).
 
 import { chromium } from 'playwright-core';
 import { mkdirSync } from 'node:fs';
@@ -290,6 +291,73 @@ try {
   await page.waitForSelector('#outcome', { timeout: 30_000 });
   assert.equal(await page.locator('#outcome').innerText(), 'failed');
   log(`Complete ended the second run: ${await page.locator('.debrief p').first().innerText()}`);
+
+  // Investigate: from a symptom card to the debrief. While the run is on, the page names
+  // neither the scenario nor its mechanism; the learner asks for a hint; an operator's rollback
+  // resolves it; the debrief reveals the cause and the score.
+  await page.goto(`${URL}/?time_scale=2#/investigate`);
+  await page.waitForSelector('[data-incident]');
+  assert.equal(await page.locator('[data-incident]').count(), total, 'a symptom card per incident');
+  const secrets = ['cpu-regression', 'cpu regression', 'regression', 'quadratic', 'algorithm', 'linear search'];
+  const named = async (except = '') => {
+    const text = (await page.evaluate((sel) => {
+      const clone = document.body.cloneNode(true);
+      if (sel) clone.querySelectorAll(sel).forEach((n) => n.remove());
+      return clone.innerText;
+    }, except)).toLowerCase();
+    return secrets.filter((w) => text.includes(w));
+  };
+  assert.deepEqual(await named(), [], 'the symptom cards name no cause');
+  await page.locator('[data-incident]', { hasText: 'Reports take seconds' }).locator('button[data-launch]').click();
+  await page.waitForURL(/#\/run\//);
+  runId = /#\/run\/([^/]+)/.exec(page.url())[1];
+  await page.waitForSelector('#criteria [data-criterion]');
+  assert.match(await page.locator('header .title').innerText(), /Reports take seconds/);
+  await page.waitForFunction(() => /orders 1\.5\.0 rolled out/.test(document.querySelector('#feed')?.textContent || ''),
+    null, { timeout: 120_000, polling: 500 });
+  await page.waitForSelector('#criteria [data-state="failing"]', { timeout: 60_000 });
+  for (const tab of ['user', 'obs', 'test']) {
+    await page.click(`#tab-${tab}`);
+    await page.waitForTimeout(500);
+    assert.deepEqual(await named(), [], `the ${tab} tab names no cause during the run`);
+  }
+  assert.equal(await page.locator('#feed li[data-kind="hint"]').count(), 0, 'no hint on a timer');
+  await page.click('#ask-hint');
+  await page.waitForSelector('#feed li[data-kind="hint"]', { timeout: 15_000 });
+  await page.waitForFunction(() => /2 left/.test(document.querySelector('#ask-hint').textContent));
+  log(`investigate: asked for a hint: ${(await page.locator('#feed li[data-kind="hint"]').innerText()).slice(0, 60)}…`);
+  // The operator's move: the slowdown began with the release, so roll it back.
+  await page.click('#tab-test');
+  await page.waitForSelector('#cfg-orders-version');
+  await page.selectOption('#cfg-orders-version', '1.4.0');
+  await page.click('#apply-orders');
+  await page.waitForSelector('section[data-service="orders"] .result.ok-text');
+  await page.waitForSelector('#outcome', { timeout: 180_000 });
+  assert.equal(await page.locator('#outcome').innerText(), 'resolved');
+  assert.match(await page.locator('#revealed-title').innerText(), /CPU regression/);
+  assert.match(await page.locator('#score-total').innerText(), /^\d+ \/ 100$/);
+  assert.match(await page.locator('#score tr[data-item="hints"]').innerText(), /−?-10/);
+  assert.match(await page.locator('#score tr[data-item="resolved"]').innerText(), /\+60/);
+  log(`investigate: resolved, score ${await page.locator('#score-total').innerText()}`);
+  await shot('investigate-debrief');
+
+  // Challenge: a draw by seed starts a run that shows its symptom and the seed; aborted, its
+  // debrief reveals what it was.
+  await page.goto(`${URL}/#/challenge`);
+  await page.waitForSelector('#draw');
+  await page.fill('#challenge-seed', '7');
+  await page.selectOption('#challenge-difficulty', '1');
+  await page.click('#draw');
+  await page.waitForURL(/#\/run\//);
+  runId = /#\/run\/([^/]+)/.exec(page.url())[1];
+  await page.waitForSelector('#feed li[data-kind="draw"]');
+  assert.match(await page.locator('#feed li[data-kind="draw"]').innerText(), /seed 7/);
+  const drawn = await page.evaluate((id) => fetch(`/api/runs/${id}`).then((r) => r.json()), runId);
+  assert.equal(drawn.run.scenario_id, undefined, 'a challenge run hides its scenario');
+  page.once('dialog', (d) => d.accept());
+  await page.click('#abort');
+  await page.waitForSelector('#revealed-title', { timeout: 30_000 });
+  log(`challenge: seed 7 drew “${await page.locator('#revealed-title').innerText()}”`);
 
   const assets = await page.evaluate(() => fetch('/api/lab').then((r) => r.json()).then((l) => l.assets_bytes));
   figures.assets_bytes = assets;

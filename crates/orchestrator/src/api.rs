@@ -16,8 +16,8 @@ use observastack_common::http::error_response;
 use observastack_scenario::Action;
 
 use crate::alerts::Webhook;
-use crate::runner::{Orchestrator, Push, RunError};
 use crate::challenge::{DrawRequest, Drawn, parse_difficulty};
+use crate::runner::{Orchestrator, Push, RunError};
 use crate::store::{Play, Status};
 use crate::view::{Redactor, card, card_id};
 
@@ -191,7 +191,8 @@ async fn start_run(State(o): State<Arc<Orchestrator>>, body: axum::body::Bytes) 
         }
         (Some(_), None) | (None, Some(_)) if drawing => {
             return fail(RunError::Invalid(
-                "\"seed\", \"difficulty\" and \"tag\" are for a challenge draw, without \"scenario\" or \"incident\"".to_owned(),
+                "\"seed\", \"difficulty\" and \"tag\" are for a challenge draw, without \"scenario\" or \"incident\""
+                    .to_owned(),
             ));
         }
         (Some(id), None) => (id.clone(), None),

@@ -630,7 +630,10 @@ async fn run_headless(args: RunArgs) -> anyhow::Result<()> {
 /// it shows in the feed with the run's other events. Stdin is read on a thread of its own, so
 /// the end of the run never waits for a line.
 fn hints_on_enter(http: reqwest::Client, url: String) {
-    println!("Type hint and Enter for a hint (each costs {} points).", crate::challenge::HINT_COST);
+    println!(
+        "Type hint and Enter for a hint (each costs {} points).",
+        crate::challenge::HINT_COST
+    );
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     std::thread::spawn(move || {
         let mut line = String::new();

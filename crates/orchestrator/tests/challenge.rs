@@ -66,7 +66,10 @@ fn a_fresh_draw_picks_an_unsolved_incident_and_reports_the_seed_that_replays_it(
             seed: Some(d.seed),
             ..DrawRequest::default()
         };
-        assert_eq!(&draw(library(), &solved, true, &replay, counter(0)).unwrap().scenario_id, left);
+        assert_eq!(
+            &draw(library(), &solved, true, &replay, counter(0)).unwrap().scenario_id,
+            left
+        );
     }
     // Everything solved: still a draw, among all of them.
     let everything: BTreeSet<String> = all.iter().cloned().collect();
@@ -88,7 +91,11 @@ fn the_draw_keeps_to_the_difficulty_the_tag_and_what_the_lab_can_run() {
         let d = draw(library(), &none, false, &req, counter(0)).unwrap();
         let s = &cat.get(&d.scenario_id).unwrap().scenario;
         assert_eq!(s.difficulty, Difficulty::Advanced);
-        assert!(!s.requires.contains(&Requirement::Postgres), "{} needs PostgreSQL", s.id.value);
+        assert!(
+            !s.requires.contains(&Requirement::Postgres),
+            "{} needs PostgreSQL",
+            s.id.value
+        );
     }
     let tag = cat.entries.values().next().unwrap().scenario.tags[0].clone();
     for seed in 0..50 {
@@ -106,7 +113,11 @@ fn the_draw_keeps_to_the_difficulty_the_tag_and_what_the_lab_can_run() {
         tag: Some("no-such-tag".to_owned()),
     };
     let err = draw(library(), &none, true, &nothing, counter(0)).unwrap_err();
-    assert!(err.0.contains("difficulty beginner") && err.0.contains("\"no-such-tag\""), "{}", err.0);
+    assert!(
+        err.0.contains("difficulty beginner") && err.0.contains("\"no-such-tag\""),
+        "{}",
+        err.0
+    );
     assert_eq!(parse_difficulty("2"), Some(Difficulty::Intermediate));
     assert_eq!(parse_difficulty("Advanced"), Some(Difficulty::Advanced));
     assert_eq!(parse_difficulty("4"), None);
@@ -140,21 +151,35 @@ fn an_action_made_things_worse_when_a_criterion_moved_further_from_passing() {
     a.acted(2, 110.0, &[status(false, 2.0 * t), status(true, g)]);
     a.acted(3, 115.0, &[]); // before any evaluation: not judged
     // Not yet due.
-    assert!(a.observe(120.0, &pair, &[status(false, 4.0 * t), status(false, 0.5 * g)]).is_empty());
+    assert!(
+        a.observe(120.0, &pair, &[status(false, 4.0 * t), status(false, 0.5 * g)])
+            .is_empty()
+    );
     // Action 1 is due: both criteria moved away.
     let due = a.observe(131.0, &pair, &[status(false, 4.0 * t), status(false, 0.5 * g)]);
     assert_eq!(due.len(), 1);
     assert_eq!((due[0].event_id, due[0].criteria.len()), (1, 2));
     assert_eq!(due[0].criteria[0]["name"], lt.name);
     // Action 2 is due when things have recovered: not worse.
-    assert!(a.observe(141.0, &pair, &[status(true, 0.5 * t), status(true, g)]).is_empty());
-    assert!(a.observe(500.0, &pair, &[status(false, 9.0 * t), status(false, 0.0)]).is_empty());
+    assert!(
+        a.observe(141.0, &pair, &[status(true, 0.5 * t), status(true, g)])
+            .is_empty()
+    );
+    assert!(
+        a.observe(500.0, &pair, &[status(false, 9.0 * t), status(false, 0.0)])
+            .is_empty()
+    );
 }
 
 #[test]
 fn the_score_adds_resolution_and_speed_and_takes_off_hints_and_worsening_actions() {
     let points = |s: &serde_json::Value, item: &str| {
-        s["breakdown"].as_array().unwrap().iter().find(|i| i["item"] == item).unwrap()["points"]
+        s["breakdown"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["item"] == item)
+            .unwrap()["points"]
             .as_i64()
             .unwrap()
     };

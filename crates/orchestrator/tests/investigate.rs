@@ -387,7 +387,12 @@ async fn a_challenge_drawn_by_seed_replays_and_its_debrief_breaks_the_score_down
         let http = http.clone();
         let base = base.clone();
         async move {
-            let r = http.post(format!("{base}/api/runs")).json(&body).send().await.expect("start");
+            let r = http
+                .post(format!("{base}/api/runs"))
+                .json(&body)
+                .send()
+                .await
+                .expect("start");
             (r.status().as_u16(), r.json::<Value>().await.expect("json"))
         }
     };
@@ -432,7 +437,11 @@ async fn a_challenge_drawn_by_seed_replays_and_its_debrief_breaks_the_score_down
         .send()
         .await
         .expect("action");
-    assert!(acted.status().is_success(), "{}", acted.text().await.unwrap_or_default());
+    assert!(
+        acted.status().is_success(),
+        "{}",
+        acted.text().await.unwrap_or_default()
+    );
     let (good, bad) = values_for(criterion);
     fake.set(&criterion.query.value, bad + 3.0 * (bad - good));
     common::until(Duration::from_secs(30), || async {
@@ -447,7 +456,11 @@ async fn a_challenge_drawn_by_seed_replays_and_its_debrief_breaks_the_score_down
     // The verdict is the debrief's: not shown while the run is on.
     let during: Value = get_json(&http, format!("{base}/api/runs/{run}")).await;
     assert!(
-        during["events"].as_array().expect("events").iter().all(|e| e["kind"] != "assessment"),
+        during["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .all(|e| e["kind"] != "assessment"),
         "{during}"
     );
     let mut shown = during.clone();
@@ -465,7 +478,12 @@ async fn a_challenge_drawn_by_seed_replays_and_its_debrief_breaks_the_score_down
         .as_array()
         .expect("breakdown")
         .iter()
-        .map(|i| (i["item"].as_str().expect("item").to_owned(), i["points"].as_i64().expect("points")))
+        .map(|i| {
+            (
+                i["item"].as_str().expect("item").to_owned(),
+                i["points"].as_i64().expect("points"),
+            )
+        })
         .collect();
     let points = |item: &str| items.iter().find(|(i, _)| i == item).map(|(_, p)| *p);
     assert_eq!(points("resolved"), Some(60), "{items:?}");
@@ -474,7 +492,10 @@ async fn a_challenge_drawn_by_seed_replays_and_its_debrief_breaks_the_score_down
     assert_eq!(points("worsening_actions"), Some(-10), "{items:?}");
     let total: i64 = items.iter().map(|(_, p)| p).sum();
     assert_eq!(debrief["score"]["total"], total.clamp(0, 100), "{debrief}");
-    assert_eq!(debrief["worsening_actions"][0]["action"]["service"], "orders", "{debrief}");
+    assert_eq!(
+        debrief["worsening_actions"][0]["action"]["service"], "orders",
+        "{debrief}"
+    );
     assert_eq!(
         debrief["worsening_actions"][0]["criteria"][0]["name"],
         json!(criterion.name),
@@ -492,7 +513,13 @@ async fn a_challenge_drawn_by_seed_replays_and_its_debrief_breaks_the_score_down
         .await
         .expect("abort");
     common::until(Duration::from_secs(10), || async {
-        o.store.run(&again_id).await.expect("run").expect("exists").status.is_final()
+        o.store
+            .run(&again_id)
+            .await
+            .expect("run")
+            .expect("exists")
+            .status
+            .is_final()
     })
     .await;
     let (status, fresh) = start(json!({"play": "challenge", "difficulty": 0})).await;
@@ -506,6 +533,9 @@ async fn a_challenge_drawn_by_seed_replays_and_its_debrief_breaks_the_score_down
     assert_eq!(status, 404, "{fresh}");
     let (status, fresh) = start(json!({"play": "challenge", "time_scale": 1})).await;
     assert_eq!(status, 201, "{fresh}");
-    assert_ne!(fresh["incident"]["card"], card, "a fresh draw avoids the solved incident: {fresh}");
+    assert_ne!(
+        fresh["incident"]["card"], card,
+        "a fresh draw avoids the solved incident: {fresh}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
