@@ -5,7 +5,8 @@
 //!   replays its draw; a draw without a seed tries seeds until one picks an incident the
 //!   learner has not solved, and reports that seed.
 //! - [`Assessor`]: which learner actions made things worse: after a settling time, a
-//!   criterion had moved further from passing than it was when the action was taken.
+//!   criterion had moved further from passing than it was when the action was taken, beyond
+//!   the way it was already going.
 //! - [`score`]: resolved or not, time to mitigate, hints asked for, worsening actions; each
 //!   item with its points, for the debrief.
 //!
@@ -169,17 +170,26 @@ pub fn moved_away(c: &Criterion, before: &CriterionStatus, after: &CriterionStat
         return true;
     }
     match (distance(c, before.value), distance(c, after.value)) {
-        (Some(b), Some(a)) => a > b * 1.25 && a - b > 0.05 * magnitude(c),
+        (Some(b), Some(a)) => further(c, b, a),
         _ => false,
     }
+}
+
+/// `a` is further from passing than the `expected` distance, past noise.
+fn further(c: &Criterion, expected: f64, a: f64) -> bool {
+    a > expected * 1.25 && a - expected > 0.05 * magnitude(c)
 }
 
 /// An action awaiting its verdict.
 #[derive(Debug, Clone)]
 struct Pending {
     event_id: i64,
+    at_s: f64,
     due_s: f64,
     before: Vec<CriterionStatus>,
+    /// How fast each criterion was moving away from passing before the action (distance per
+    /// second, 0 when it was not): a fault that deepens by itself is not the action's doing.
+    drift: Vec<f64>,
 }
 
 /// A learner action that made things worse.
@@ -192,11 +202,16 @@ pub struct Worsened {
 }
 
 /// Watches each learner action's effect on the criteria: `settle_s` seconds of the incident's
-/// clock after the action, the first evaluation is compared with the last one before it.
+/// clock after the action, the first evaluation is compared with the last one before it,
+/// extrapolated along the way the criterion was already worsening (over the `settle_s` before
+/// the action). An action after which a criterion reads further from passing than that made
+/// things worse; one that only failed to stop a deepening fault did not.
 #[derive(Debug, Clone)]
 pub struct Assessor {
     settle_s: f64,
     pending: Vec<Pending>,
+    /// Recent evaluations: time and each criterion's distance from passing.
+    history: std::collections::VecDeque<(f64, Vec<Option<f64>>)>,
 }
 
 impl Assessor {
@@ -205,23 +220,47 @@ impl Assessor {
         Self {
             settle_s,
             pending: Vec::new(),
+            history: std::collections::VecDeque::new(),
         }
     }
 
     /// A learner action (event `event_id`) at `t_s`, with the criteria as last evaluated.
     /// An action taken before any evaluation is not judged.
     pub fn acted(&mut self, event_id: i64, t_s: f64, last: &[CriterionStatus]) {
-        if !last.is_empty() {
-            self.pending.push(Pending {
-                event_id,
-                due_s: t_s + self.settle_s,
-                before: last.to_vec(),
-            });
+        if last.is_empty() {
+            return;
         }
+        let drift = (0..last.len())
+            .map(|i| {
+                let points: Vec<(f64, f64)> = self
+                    .history
+                    .iter()
+                    .filter_map(|(t, d)| Some((*t, (*d.get(i)?)?)))
+                    .collect();
+                match (points.first(), points.last()) {
+                    (Some(&(t0, d0)), Some(&(t1, d1))) if t1 - t0 >= self.settle_s / 4.0 => {
+                        ((d1 - d0) / (t1 - t0)).max(0.0)
+                    }
+                    _ => 0.0,
+                }
+            })
+            .collect();
+        self.pending.push(Pending {
+            event_id,
+            at_s: t_s,
+            due_s: t_s + self.settle_s,
+            before: last.to_vec(),
+            drift,
+        });
     }
 
     /// An evaluation at `t_s`: the verdicts now due, for the actions that made things worse.
     pub fn observe(&mut self, t_s: f64, criteria: &[Criterion], now: &[CriterionStatus]) -> Vec<Worsened> {
+        let distances = criteria.iter().zip(now).map(|(c, st)| distance(c, st.value)).collect();
+        self.history.push_back((t_s, distances));
+        while self.history.front().is_some_and(|(t, _)| *t < t_s - self.settle_s) {
+            self.history.pop_front();
+        }
         let (due, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending)
             .into_iter()
             .partition(|p| t_s >= p.due_s);
@@ -230,9 +269,23 @@ impl Assessor {
             .filter_map(|p| {
                 let worse: Vec<Value> = criteria
                     .iter()
+                    .enumerate()
                     .zip(p.before.iter().zip(now))
-                    .filter(|(c, (b, a))| moved_away(c, b, a))
-                    .map(|(c, (b, a))| json!({"name": c.name, "before": b.value, "after": a.value}))
+                    .filter(|((i, c), (b, a))| {
+                        if a.passing {
+                            return false;
+                        }
+                        let before = if b.passing { Some(0.0) } else { distance(c, b.value) };
+                        match (before, distance(c, a.value)) {
+                            (Some(before), Some(after)) => {
+                                let expected = before + p.drift.get(*i).copied().unwrap_or(0.0) * (t_s - p.at_s);
+                                further(c, expected, after)
+                            }
+                            // A reading lost after the action: only a passing one counts.
+                            _ => b.passing,
+                        }
+                    })
+                    .map(|((_, c), (b, a))| json!({"name": c.name, "before": b.value, "after": a.value}))
                     .collect();
                 (!worse.is_empty()).then_some(Worsened {
                     event_id: p.event_id,

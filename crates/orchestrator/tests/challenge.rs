@@ -213,3 +213,50 @@ fn the_score_adds_resolution_and_speed_and_takes_off_hints_and_worsening_actions
     });
     assert_eq!(perfect["total"], 100);
 }
+
+#[test]
+fn a_fault_that_deepens_by_itself_is_not_blamed_on_the_action_that_slows_it() {
+    let cat = Catalogue::load(None).unwrap();
+    // A backlog: the queue criterion (`<`) grows by 6 jobs a second under the fault.
+    let queue = cat
+        .get("queue-backlog")
+        .unwrap()
+        .scenario
+        .success_criteria
+        .iter()
+        .find(|c| c.name.contains("queue"))
+        .unwrap()
+        .clone();
+    let t = queue.threshold.unwrap();
+    let grow = |s: f64| t + 6.0 * s;
+    let pair = std::slice::from_ref(&queue);
+    // The right fix slows the growth to 3 jobs a second (the backlog takes time to drain): 30 s
+    // later the queue is half as long again as when it was taken, but shorter than the fault
+    // alone would have made it.
+    let mut fixing = Assessor::new(30.0);
+    for s in (0..=30).step_by(2) {
+        assert!(
+            fixing
+                .observe(s as f64, pair, &[status(false, grow(s as f64))])
+                .is_empty()
+        );
+    }
+    fixing.acted(7, 30.0, &[status(false, grow(30.0))]);
+    let mut later = Vec::new();
+    for s in (32..=62).step_by(2) {
+        later.extend(fixing.observe(s as f64, pair, &[status(false, grow(30.0) + 3.0 * (s - 30) as f64)]));
+    }
+    assert!(later.is_empty(), "the fix is not a worsening action: {later:?}");
+    // An action that doubles the growth is.
+    let mut harming = Assessor::new(30.0);
+    for s in (0..=30).step_by(2) {
+        harming.observe(s as f64, pair, &[status(false, grow(s as f64))]);
+    }
+    harming.acted(8, 30.0, &[status(false, grow(30.0))]);
+    let mut later = Vec::new();
+    for s in (32..=62).step_by(2) {
+        later.extend(harming.observe(s as f64, pair, &[status(false, grow(30.0) + 20.0 * (s - 30) as f64)]));
+    }
+    assert_eq!(later.len(), 1, "{later:?}");
+    assert_eq!(later[0].event_id, 8);
+}
