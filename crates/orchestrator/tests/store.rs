@@ -93,11 +93,11 @@ async fn sqlite_task_database() {
 
 #[tokio::test]
 async fn postgres_task_database() {
-    let admin =
-        std::env::var("PG_ADMIN_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let admin = std::env::var("OBSERVASTACK_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
     let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap_or_else(|e| {
         panic!(
-            "this test needs PostgreSQL at {admin} ({e}); start one or set PG_ADMIN_URL (scripts/test.sh provides one)"
+            "this test needs PostgreSQL at {admin} ({e}); start one or set OBSERVASTACK_TEST_PG (scripts/test.sh provides one)"
         )
     });
     let name = format!("observastack_tasks_{}_{}", std::process::id(), fastrand::u32(..));

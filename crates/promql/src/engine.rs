@@ -147,8 +147,11 @@ impl Engine {
                 "end timestamp must not be before start time".into(),
             ));
         }
-        let points = usize::try_from((end_ms - start_ms) / step_ms + 1).unwrap_or(usize::MAX);
-        if points > self.max_points_per_series {
+        // Prometheus refuses `(end - start) / step > 11,000`: 11,001 points pass. The API checks
+        // nothing itself; this is the one check.
+        let steps = usize::try_from((end_ms - start_ms) / step_ms).unwrap_or(usize::MAX);
+        let points = steps.saturating_add(1);
+        if steps > self.max_points_per_series {
             return Err(QueryError::TooManyPoints {
                 points,
                 max: self.max_points_per_series,

@@ -76,4 +76,15 @@ fn range_query_limits_points() {
         err,
         Err(observastack_promql::QueryError::TooManyPoints { .. })
     ));
+    // As Prometheus: (end - start) / step up to 11,000 passes (11,001 points), one more does not.
+    let most = Engine::new().range(&storage(), "req", 0, 11_000_000, 1000);
+    assert!(most.is_ok(), "{most:?}");
+    let over = Engine::new().range(&storage(), "req", 0, 11_001_000, 1000);
+    assert!(matches!(
+        over,
+        Err(observastack_promql::QueryError::TooManyPoints {
+            points: 11_002,
+            max: 11_000
+        })
+    ));
 }
