@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # ObservaStack soak: the whole lab under steady load, nothing injected, for a long time. Every
-# minute it prints each process's resident set, the lab's RSS and PSS, and what the users got in
+# minute it prints each process's resident set, the lab's RSS, PSS and USS, and what the users got in
 # that minute (requests/s, errors, p99); at the end the growth over the last minutes, and the
 # errors in all. See bench/README.md ("Soak"). Usage: bench/soak.sh (from any directory).
 #
@@ -111,10 +111,10 @@ kb() { awk -v k="$2" '$1 == k":" { print $2; exit }' "$1" 2>/dev/null || echo 0;
 
 header=$(printf '%6s' min)
 for n in "${NAMES[@]}"; do header+=$(printf ' %9s' "$n"); done
-header+=$(printf ' %9s %9s %8s %7s %9s' "RSS MB" "PSS MB" "req/s" "errors" "p99 ms")
+header+=$(printf ' %9s %9s %9s %8s %7s %9s' "RSS MB" "PSS MB" "USS MB" "req/s" "errors" "p99 ms")
 say "$header"
 CSV="$WORK/soak.csv"
-(IFS=,; echo "minute,${NAMES[*]},rss_total_kb,pss_total_kb,rate,errors,p99_ms") >"$CSV"
+(IFS=,; echo "minute,${NAMES[*]},rss_total_kb,pss_total_kb,uss_total_kb,rate,errors,p99_ms") >"$CSV"
 declare -a TOTALS
 FIVEXX_START=$(gateway_5xx)
 START_OK=$(loadgen_total 'outcome="success"')
@@ -126,6 +126,7 @@ for minute in $(seq 1 "$MINUTES"); do
     csv="$minute"
     total=0
     pss_total=0
+    uss_total=0
     for i in "${!PIDS[@]}"; do
         pid=${PIDS[$i]}
         kill -0 "$pid" 2>/dev/null || die "${NAMES[$i]} (pid $pid) is gone at minute $minute"
@@ -133,6 +134,10 @@ for minute in $(seq 1 "$MINUTES"); do
         pss=$(kb "/proc/$pid/smaps_rollup" Pss)
         total=$((total + rss))
         pss_total=$((pss_total + ${pss:-0}))
+        # USS: the pages only this process holds (the executable's pages, shared by all eight,
+        # are in every RSS and split between them in PSS).
+        uss=$(( $(kb "/proc/$pid/smaps_rollup" Private_Clean) + $(kb "/proc/$pid/smaps_rollup" Private_Dirty) ))
+        uss_total=$((uss_total + uss))
         row+=$(printf ' %9s' "$(calc "$rss / 1024" %.1f)")
         csv+=",$rss"
     done
@@ -141,10 +146,10 @@ for minute in $(seq 1 "$MINUTES"); do
     rate=$(jq -r '.windows["60s"].overall.rate_per_s' <<<"$stats")
     bad=$(jq -r '.windows["60s"].overall | .error + .timeout + .dropped' <<<"$stats")
     p99=$(jq -r '.windows["60s"].overall.p99_ms // 0' <<<"$stats")
-    row+=$(printf ' %9s %9s %8s %7s %9s' "$(calc "$total / 1024" %.1f)" "$(calc "$pss_total / 1024" %.1f)" \
+    row+=$(printf ' %9s %9s %9s %8s %7s %9s' "$(calc "$total / 1024" %.1f)" "$(calc "$pss_total / 1024" %.1f)" "$(calc "$uss_total / 1024" %.1f)" \
         "$(calc "$rate" %.1f)" "$bad" "$(calc "$p99" %.1f)")
     say "$row"
-    echo "$csv,$total,$pss_total,$rate,$bad,$p99" >>"$CSV"
+    echo "$csv,$total,$pss_total,$uss_total,$rate,$bad,$p99" >>"$CSV"
 done
 
 section "Result"
