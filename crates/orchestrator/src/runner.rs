@@ -121,41 +121,26 @@ pub struct Orchestrator {
 }
 
 /// Why a request could not be done.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum RunError {
     /// No such scenario or run.
+    #[error("{0}")]
     NotFound(String),
     /// Not now: another run is active, or this one has ended.
+    #[error("{0}")]
     Conflict(String),
     /// The lab cannot run it (e.g. needs PostgreSQL).
+    #[error("{0}")]
     Unavailable(String),
     /// The request itself is wrong.
+    #[error("{0}")]
     Invalid(String),
     /// One field of the request is wrong: its name and what was expected.
+    #[error("{1}")]
     InvalidField(&'static str, String),
     /// Something broke.
-    Internal(anyhow::Error),
-}
-
-impl std::fmt::Display for RunError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::NotFound(m)
-            | Self::Conflict(m)
-            | Self::Unavailable(m)
-            | Self::Invalid(m)
-            | Self::InvalidField(_, m) => f.write_str(m),
-            Self::Internal(e) => write!(f, "{e:#}"),
-        }
-    }
-}
-
-impl std::error::Error for RunError {}
-
-impl From<anyhow::Error> for RunError {
-    fn from(e: anyhow::Error) -> Self {
-        Self::Internal(e)
-    }
+    #[error("{0:#}")]
+    Internal(#[from] anyhow::Error),
 }
 
 impl Orchestrator {
