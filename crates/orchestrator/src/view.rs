@@ -149,9 +149,12 @@ impl Redactor {
                 for inner in action.values_mut() {
                     if let Some(inner) = inner.as_object_mut() {
                         inner.remove("values");
+                        inner.remove("body");
                     }
                 }
+                // A load change's plan (`body`) is a value too: a surge's rate and mix.
                 action.remove("values");
+                action.remove("body");
             }
         }
         if kind == "notify"

@@ -196,6 +196,14 @@ async fn play(id: String) -> Result<(), String> {
     if hints != 1 {
         return Err(format!("{id}: {hints} hints shown after one request"));
     }
+    // The timeline's changes say what kind and where, not what: no knob values, no load plan.
+    for e in state["events"].as_array().into_iter().flatten() {
+        if let Some(a) = e["data"]["action"].as_object()
+            && (a.contains_key("values") || a.contains_key("body"))
+        {
+            return Err(format!("{id}: an action shows its values during the run: {e}"));
+        }
+    }
     if state["scenario"]["objectives"] != json!([]) || state["scenario"]["watch"] != json!([]) {
         return Err(format!("{id}: objectives or dashboards shown: {}", state["scenario"]));
     }
