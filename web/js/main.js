@@ -52,21 +52,30 @@ async function startRun(body, message, what) {
   }
 }
 
+/** Shows a picking page's frame while `paths` load (with the lab's info); their answers, or
+ * null after showing why they did not come. */
+async function loadPage(main, name, title, loading, paths) {
+  document.title = `ObservaStack — ${name}`;
+  mount(main, h('p', { class: 'loading' }, loading));
+  mount(app, topBar(h('span', { class: 'title' }, title)), main);
+  try {
+    const answers = await Promise.all([...paths.map((p) => api(p)), labInfo()]);
+    return answers.slice(0, paths.length);
+  } catch (e) {
+    mount(main, h('div', { class: 'notice error' }, `The orchestrator did not answer: ${e.message}`));
+    return null;
+  }
+}
+
 /* ---------------------------------------------------------------- investigate */
 
 // Symptom cards: what users and the pager report, never the cause. Launching one plays it
 // without its title, objectives, dashboards or timed hints; the debrief reveals them.
 async function incidents() {
-  document.title = 'ObservaStack — investigate';
-  const main = h('main', { class: 'catalogue', id: 'main' }, h('p', { class: 'loading' }, 'Loading the incidents…'));
-  mount(app, topBar(h('span', { class: 'title' }, 'Investigate')), main);
-  let data, runs;
-  try {
-    [data, runs] = await Promise.all([api('/api/incidents'), api('/api/runs?limit=1'), labInfo()]);
-  } catch (e) {
-    mount(main, h('div', { class: 'notice error' }, `The orchestrator did not answer: ${e.message}`));
-    return;
-  }
+  const main = h('main', { class: 'catalogue', id: 'main' });
+  const loaded = await loadPage(main, 'investigate', 'Investigate', 'Loading the incidents…', ['/api/incidents', '/api/runs?limit=1']);
+  if (!loaded) return;
+  const [data, runs] = loaded;
   const message = h('div', { 'aria-live': 'polite' });
   const active = runs.active;
   const cards = data.incidents.map((c) => {
@@ -96,16 +105,10 @@ async function incidents() {
 // A random incident the learner has not solved, played for its symptom, timed and scored. The
 // seed replays a draw.
 async function challenge() {
-  document.title = 'ObservaStack — challenge';
-  const main = h('main', { class: 'catalogue', id: 'main' }, h('p', { class: 'loading' }, 'Loading…'));
-  mount(app, topBar(h('span', { class: 'title' }, 'Challenge')), main);
-  let data, runs;
-  try {
-    [data, runs] = await Promise.all([api('/api/lab/scenarios'), api('/api/runs?limit=1'), labInfo()]);
-  } catch (e) {
-    mount(main, h('div', { class: 'notice error' }, `The orchestrator did not answer: ${e.message}`));
-    return;
-  }
+  const main = h('main', { class: 'catalogue', id: 'main' });
+  const loaded = await loadPage(main, 'challenge', 'Challenge', 'Loading…', ['/api/lab/scenarios', '/api/runs?limit=1']);
+  if (!loaded) return;
+  const [data, runs] = loaded;
   const active = runs.active;
   const difficulty = h('select', { id: 'challenge-difficulty', 'aria-label': 'Difficulty' },
     h('option', { value: '' }, 'Any difficulty'),
@@ -150,16 +153,10 @@ function topBar(...children) {
 /* ---------------------------------------------------------------- catalogue */
 
 async function catalogue() {
-  document.title = 'ObservaStack — scenarios';
-  const main = h('main', { class: 'catalogue', id: 'main' }, h('p', { class: 'loading' }, 'Loading the scenarios…'));
-  mount(app, topBar(h('span', { class: 'title' }, 'Scenarios')), main);
-  let data, runs;
-  try {
-    [data, runs] = await Promise.all([api('/api/lab/scenarios'), api('/api/runs?limit=8'), labInfo()]);
-  } catch (e) {
-    mount(main, h('div', { class: 'notice error' }, `The orchestrator did not answer: ${e.message}`));
-    return;
-  }
+  const main = h('main', { class: 'catalogue', id: 'main' });
+  const loaded = await loadPage(main, 'scenarios', 'Scenarios', 'Loading the scenarios…', ['/api/lab/scenarios', '/api/runs?limit=8']);
+  if (!loaded) return;
+  const [data, runs] = loaded;
   const scenarios = data.scenarios;
   const search = h('input', { type: 'search', placeholder: 'Search title, tag or id…', 'aria-label': 'Search scenarios', id: 'search' });
   const difficulty = h('select', { 'aria-label': 'Difficulty' },

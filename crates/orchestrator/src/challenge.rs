@@ -163,15 +163,24 @@ fn magnitude(c: &Criterion) -> f64 {
 /// it failed and its distance grew by more than a quarter (and by more than 5 % of its
 /// threshold, so noise around a small value is not counted).
 pub fn moved_away(c: &Criterion, before: &CriterionStatus, after: &CriterionStatus) -> bool {
+    moved_away_beyond(c, before, after, 0.0)
+}
+
+/// [`moved_away`], after carrying `before` forward by `drift` (the distance it would have
+/// worsened by on its own meanwhile).
+fn moved_away_beyond(c: &Criterion, before: &CriterionStatus, after: &CriterionStatus, drift: f64) -> bool {
     if after.passing {
         return false;
     }
-    if before.passing {
-        return true;
-    }
-    match (distance(c, before.value), distance(c, after.value)) {
-        (Some(b), Some(a)) => further(c, b, a),
-        _ => false,
+    let start = if before.passing {
+        Some(0.0)
+    } else {
+        distance(c, before.value)
+    };
+    match (start, distance(c, after.value)) {
+        (Some(b), Some(a)) => further(c, b + drift, a),
+        // A reading lost after the action: only a passing one counts.
+        _ => before.passing,
     }
 }
 
@@ -272,18 +281,8 @@ impl Assessor {
                     .enumerate()
                     .zip(p.before.iter().zip(now))
                     .filter(|((i, c), (b, a))| {
-                        if a.passing {
-                            return false;
-                        }
-                        let before = if b.passing { Some(0.0) } else { distance(c, b.value) };
-                        match (before, distance(c, a.value)) {
-                            (Some(before), Some(after)) => {
-                                let expected = before + p.drift.get(*i).copied().unwrap_or(0.0) * (t_s - p.at_s);
-                                further(c, expected, after)
-                            }
-                            // A reading lost after the action: only a passing one counts.
-                            _ => b.passing,
-                        }
+                        let drift = p.drift.get(*i).copied().unwrap_or(0.0) * (t_s - p.at_s);
+                        moved_away_beyond(c, b, a, drift)
                     })
                     .map(|((_, c), (b, a))| json!({"name": c.name, "before": b.value, "after": a.value}))
                     .collect();

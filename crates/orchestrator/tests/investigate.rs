@@ -40,6 +40,20 @@ async fn post_json(http: &reqwest::Client, url: String) -> Value {
     http.post(url).send().await.expect("POST").json().await.expect("json")
 }
 
+/// An orchestrator over the library and `fake`, evaluating every 100 ms, with PostgreSQL.
+fn over_fake_lab(catalogue: Catalogue, store: Store, fake: Arc<FakeLab>) -> Arc<Orchestrator> {
+    Orchestrator::new(
+        catalogue,
+        store,
+        Lab::fake(fake).expect("lab"),
+        Settings {
+            eval_interval: Duration::from_millis(100),
+            postgres: true,
+        },
+        CancellationToken::new(),
+    )
+}
+
 async fn serve(o: Arc<Orchestrator>) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
@@ -104,16 +118,7 @@ async fn play(id: String) -> Result<(), String> {
     for c in &s.steady_state.checks {
         fake.set(&c.query.value, values_for(c).0);
     }
-    let o = Orchestrator::new(
-        catalogue,
-        store,
-        Lab::fake(fake.clone()).expect("lab"),
-        Settings {
-            eval_interval: Duration::from_millis(100),
-            postgres: true,
-        },
-        CancellationToken::new(),
-    );
+    let o = over_fake_lab(catalogue, store, fake.clone());
     let base = serve(o.clone()).await;
     let http = reqwest::Client::new();
     let scale = s.verify.time_scale.max(1.0);
@@ -378,16 +383,7 @@ async fn a_challenge_drawn_by_seed_replays_and_its_debrief_breaks_the_score_down
         fake.set(&c.query.value, values_for(c).0);
     }
     let store = Store::open(&Store::default_url(&dir)).await.expect("task database");
-    let o = Orchestrator::new(
-        catalogue,
-        store,
-        Lab::fake(fake.clone()).expect("lab"),
-        Settings {
-            eval_interval: Duration::from_millis(100),
-            postgres: true,
-        },
-        CancellationToken::new(),
-    );
+    let o = over_fake_lab(catalogue, store, fake.clone());
     let base = serve(o.clone()).await;
     let http = reqwest::Client::new();
     let scale = s.verify.time_scale.max(1.0);
